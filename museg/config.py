@@ -1,0 +1,504 @@
+"""Typed schema of the museg configuration (Hydra structured configs) and its validation.
+
+The dataclasses below are registered in Hydra's ConfigStore as ``museg_schema`` and sit first in
+``conf/config.yaml``'s defaults list, so every YAML group is merged onto them: an unknown key or a
+wrong type fails at composition. Each field carries a docstring; the values here are the MUSEG
+paper's recipe (Qwen2.5-VL GRPO, arXiv 2505.20715), so ``conf/`` only states what a choice changes.
+
+Cross-field rules that a type cannot express live in :func:`validate`, which returns a list of
+:class:`ConfigProblem` (key, what is wrong, how to fix it) instead of raising, so the entrypoint can
+print one line per problem and exit with code 2::
+
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.structured(MusegConfig)
+    >>> cfg.train.learning_rate, cfg.train.num_generations, cfg.video.total_pixels
+    (1.5e-06, 8, 2809856)
+    >>> cfg.train.forward_batch_size = 3
+    >>> [p.key for p in validate(cfg, check_files=False)]
+    ['train.forward_batch_size']
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PATCH = 28  # pixels per merged vision token side (14-pixel patches, 2x2 spatial merge)
+
+
+@dataclass
+class PathsConfig:
+    data_root: str = "data"
+    """Root holding `train/stage_{1,2}.jsonl` and `eval/*.json` (env MUSEG_DATA_ROOT)."""
+    video_root: str = "${paths.data_root}/videos"
+    """Directory the `video` fields resolve against (a leading `videos/` is handled)."""
+    output_root: str = "outputs"
+    """Where run directories go: <output_root>/<experiment>/<task>/<run name>."""
+    cache_dir: str = "~/.cache/museg"
+    """Built tiny models, synthetic data and on-disk frame caches (env MUSEG_CACHE)."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters on the language model instead of all weights."""
+    r: int = 64
+    """LoRA rank."""
+    alpha: int = 128
+    """LoRA scaling numerator (alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers of the language model that get adapters."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Short name of the choice (tiny, 3b, 7b)."""
+    path: str = MISSING
+    """Hub id or local directory of a Qwen2.5-VL checkpoint; `tiny` builds the offline model."""
+    dtype: str = "bfloat16"
+    """Parameter dtype: bfloat16, float16 or float32."""
+    attention: str = "auto"
+    """auto (flash_attention_2 on CUDA when installed, else sdpa), sdpa, eager, flash_attention_2."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward to save memory."""
+    freeze_vision: bool = True
+    """Keep the vision tower frozen."""
+    seed: int = 0
+    """Seed of the offline tiny model (ignored for real checkpoints)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Optional LoRA adapters (PEFT)."""
+
+
+@dataclass
+class StageConfig:
+    id: int = 1
+    """MUSEG training stage (1: timestamp-aware, 2: refinement from stage 1)."""
+    template: str = MISSING
+    """Instruction appended to each question; `{problem}` is replaced by the question."""
+
+
+@dataclass
+class RewardWeights:
+    format: float = 1.0
+    """Weight of the format reward (tags, parsable segments, timestamps in <think> for stage 1)."""
+    global_matching: float = 1.0
+    """Weight of global matching (F1 of merged predicted segments against the ground truth)."""
+    local_matching: float = 1.0
+    """Weight of local matching (mean (1 + GIoU) / 2 over index-paired segments)."""
+
+
+@dataclass
+class RewardConfig:
+    weights: RewardWeights = field(default_factory=RewardWeights)
+    """Reward functions summed with these weights."""
+    timestamp_aware: bool = True
+    """Format reward requires each answered timestamp to appear in <think> (stage 1)."""
+    strict: bool = False
+    """Cleaner parsing (literal timestamp match, empty answer rejected); off = reference."""
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    """Name of the data choice."""
+    train_file: str = MISSING
+    """Training jsonl (idx, problem, solution, video, duration, task)."""
+    task_filter: str | None = None
+    """Keep only `tvg` or `tal` samples."""
+    max_samples: int | None = None
+    """Truncate the training set (debugging)."""
+    on_bad_record: str = "fail"
+    """fail: stop at the first bad record; skip: drop bad records and log how many."""
+    shuffle: bool = True
+    """Shuffle each epoch with train.data_seed."""
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    """Generator parameters when the data is synthetic (see museg.data.synthetic)."""
+
+
+@dataclass
+class VideoCacheConfig:
+    memory_items: int = 8
+    """Decoded videos kept in the in-memory LRU."""
+    disk: bool = False
+    """Also cache resized frames on disk under paths.cache_dir."""
+
+
+@dataclass
+class VideoConfig:
+    fps: float = 2.0
+    """Frames sampled per second of video."""
+    max_frames: int | None = 448
+    """Upper bound on sampled frames (MUSEG training: 448)."""
+    min_frames: int = 4
+    """Lower bound on sampled frames."""
+    min_pixels: int = 12544
+    """Minimum pixels per frame after resizing (16 * 28 * 28)."""
+    max_pixels: int | None = None
+    """Optional cap of pixels per frame (default 768 * 28 * 28 inside the planner)."""
+    total_pixels: int = 2809856
+    """Pixel budget over all frames (3584 * 28 * 28); frames shrink to fit it."""
+    backend: str = "torchcodec"
+    """Decoder: torchcodec (exact seek) or decord. Never falls back silently."""
+    decode_timeout_s: float = 120.0
+    """Kill a decode worker after this many seconds."""
+    cache: VideoCacheConfig = field(default_factory=VideoCacheConfig)
+    """Frame cache settings."""
+    on_failure: str = "replace"
+    """replace: swap a failed sample for another and quarantine it; fail: stop."""
+    max_failure_fraction: float = 0.05
+    """Abort when more than this fraction of videos failed."""
+    prefetch: int = 2
+    """Batches decoded ahead in background workers."""
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1.5e-6
+    """AdamW learning rate."""
+    beta: float = 0.04
+    """KL coefficient (k3 estimator); 0 loads no reference model."""
+    num_generations: int = 8
+    """Completions per prompt (G)."""
+    max_completion_length: int = 4096
+    """Maximum new tokens per completion."""
+    max_prompt_length: int = 4096
+    """Maximum prompt tokens including video tokens (never truncated: checked instead)."""
+    per_device_train_batch_size: int = 1
+    """Prompts per device per micro-step."""
+    gradient_accumulation_steps: int = 2
+    """Micro-steps per optimizer step."""
+    num_train_epochs: int = 1
+    """Passes over the data."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: epochs decide)."""
+    bf16: bool = True
+    """bf16 autocast/weights on GPU (ignored on CPU)."""
+    save_steps: int = 100
+    """Checkpoint every N optimizer steps."""
+    save_total_limit: int = 10
+    """Keep the last K checkpoints."""
+    data_seed: int = 42
+    """Seed of the data order."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of rollouts."""
+    loss_type: str = "sequence"
+    """sequence (per-sequence mean, reference), token (DAPO) or dr_grpo."""
+    scale_rewards: bool = True
+    """Divide advantages by the group std (false = Dr. GRPO)."""
+    num_iterations: int = 1
+    """Optimizer passes per generation batch (mu); >1 enables PPO clipping."""
+    epsilon_low: float = 0.2
+    """Lower clip of the importance ratio."""
+    epsilon_high: float = 0.2
+    """Upper clip of the importance ratio."""
+    lr_scheduler_type: str = "linear"
+    """transformers scheduler name."""
+    warmup_ratio: float = 0.0
+    """Fraction of steps of linear warm-up."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    logging_steps: int = 1
+    """Log metrics every N steps."""
+    completions_every: int = 10
+    """Write the completions table every N steps."""
+    forward_batch_size: int | None = None
+    """Completions per policy/reference forward chunk (null: all of a micro-step at once)."""
+    max_nonfinite_steps: int = 5
+    """Abort after this many non-finite steps in a row."""
+    deepspeed: str | None = None
+    """DeepSpeed json (e.g. conf/deepspeed/zero3.json) for multi-GPU."""
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    """hf (transformers generate) or vllm (colocated, GPU extra)."""
+    gpu_memory_utilization: float = 0.5
+    """vLLM memory fraction per GPU."""
+    tensor_parallel_size: int = 1
+    """vLLM tensor parallelism."""
+    max_model_len: int = 8192
+    """vLLM context length (prompt + completion)."""
+
+
+@dataclass
+class EvalVideoConfig:
+    fps: float = 2.0
+    """Frames per second at evaluation."""
+    min_pixels: int = 12544
+    """16 * 28 * 28, as MUSEG's evaluation."""
+    total_pixels: int = 2809856
+    """3584 * 28 * 28, as MUSEG's evaluation."""
+    max_frames: int | None = None
+    """No cap beyond the planner's default (768)."""
+    max_pixels: int | None = None
+    """Optional per-frame cap."""
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str = MISSING
+    """Benchmark name."""
+    kind: str = MISSING
+    """tvg (mIoU, R@t), tal (F1@t), etbench (12 tasks) or suite."""
+    annotation: str | None = None
+    """Annotation file of the benchmark."""
+    subset: str | None = None
+    """E.T. Bench subset list (task -> source -> idx)."""
+    template: str = ""
+    """Instruction appended to each question."""
+    do_sample: bool = False
+    """Greedy decoding by default."""
+    max_new_tokens: int = 512
+    """Tokens generated per answer."""
+    batch_size: int = 4
+    """Questions per generate call."""
+    video: EvalVideoConfig = field(default_factory=EvalVideoConfig)
+    """Video settings at evaluation."""
+    backend: str = "hf"
+    """hf or vllm."""
+    limit: int | None = None
+    """Evaluate only the first N items."""
+    predictions: str | None = None
+    """task=score: predictions file to score (ours or the reference's json)."""
+    suite: list[str] = field(default_factory=list)
+    """benchmark=all: the benchmarks to run."""
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "${oc.env:WANDB_MODE,disabled}"
+    """online, offline or disabled (WANDB_MODE respected)."""
+    project: str = "museg"
+    """wandb project."""
+    entity: str | None = None
+    """wandb entity (team)."""
+    group: str = "${experiment_name}"
+    """Groups the runs of one experiment/sweep."""
+    job_type: str = "${task}"
+    """train, eval, ..."""
+    tags: list[str] = field(default_factory=list)
+    """Extra tags; the chosen groups are added automatically."""
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"
+    """local or slurm."""
+    nproc_per_node: int = 1
+    """Processes per node; one per GPU (launcher=local: on this machine)."""
+    nodes: int = 1
+    """Nodes per job (launcher=slurm)."""
+    gpus_per_node: int = 0
+    """GPUs per node requested from SLURM (one task each)."""
+    dist_backend: str = "auto"
+    """auto (nccl with CUDA, else gloo), nccl or gloo."""
+    dry_run: bool = False
+    """Print the sbatch script / command instead of running."""
+
+
+@dataclass
+class PreflightConfig:
+    target: str = "train"
+    """train: scan data.train_file; eval: scan the benchmark annotation."""
+    limit: int | None = None
+    """Scan only the first N videos."""
+
+
+@dataclass
+class MusegConfig:
+    task: str = "train"
+    """What to run: train, eval, preflight, score or demo."""
+    seed: int = 0
+    """Global seed (model init of the tiny model, sampling)."""
+    experiment_name: str = "default"
+    """First level under outputs/ and the wandb group."""
+    run_name: str = "default"
+    """Stable run directory name derived from the overrides."""
+    run_dir: str = "${hydra:runtime.output_dir}"
+    """Absolute run directory (checkpoints, logs, predictions)."""
+    resume: str = "auto"
+    """auto: continue from the latest complete checkpoint; never; or a checkpoint path."""
+    init_from: str | None = None
+    """Initial weights: a run directory (its final model) or a model directory."""
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    demo: dict[str, Any] = field(default_factory=dict)
+    """Budgets of the embedded demo (experiment=demo)."""
+
+
+def absolutize_paths(cfg: DictConfig) -> None:
+    """Make user-given relative ``paths.*`` absolute (relative to the launch directory), in place.
+
+    Interpolated values (the defaults) are left alone: they resolve through ``museg.abspath``.
+    """
+    for key in ("data_root", "video_root", "output_root", "cache_dir"):
+        raw = OmegaConf.to_container(cfg.paths, resolve=False)[key]
+        if isinstance(raw, str) and "${" not in raw:
+            cfg.paths[key] = str(Path(raw).expanduser().absolute())
+
+
+def register_schema() -> None:
+    """Register :class:`MusegConfig` as ``museg_schema`` (idempotent)."""
+    ConfigStore.instance().store(name="museg_schema", node=MusegConfig)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.problem} (fix: {self.fix})"
+
+
+_CHOICES = {
+    "task": ("train", "eval", "preflight", "score", "demo"),
+    "model.dtype": ("bfloat16", "float16", "float32"),
+    "model.attention": ("auto", "sdpa", "eager", "flash_attention_2"),
+    "train.loss_type": ("sequence", "token", "dr_grpo"),
+    "data.on_bad_record": ("fail", "skip"),
+    "video.backend": ("torchcodec", "decord"),
+    "video.on_failure": ("replace", "fail"),
+    "rollout.backend": ("hf", "vllm"),
+    "eval.backend": ("hf", "vllm"),
+    "wandb.mode": ("online", "offline", "disabled"),
+}
+
+
+def _get(cfg: DictConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _frame_budget_problems(cfg: DictConfig) -> list[ConfigProblem]:
+    out = []
+    for prefix in ("video", "eval.video"):
+        v = _get(cfg, prefix)
+        if v.min_pixels < PATCH * PATCH:
+            out.append(ConfigProblem(f"{prefix}.min_pixels", f"{v.min_pixels} < one 28x28 patch",
+                                     f"set {prefix}.min_pixels >= {PATCH * PATCH}"))
+        if v.max_pixels is not None and v.max_pixels < v.min_pixels:
+            out.append(ConfigProblem(f"{prefix}.max_pixels",
+                                     f"{v.max_pixels} < min_pixels {v.min_pixels}",
+                                     f"raise {prefix}.max_pixels or lower min_pixels"))
+        if v.total_pixels < v.min_pixels:
+            out.append(ConfigProblem(f"{prefix}.total_pixels",
+                                     f"{v.total_pixels} cannot fit one frame of min_pixels "
+                                     f"{v.min_pixels}", f"raise {prefix}.total_pixels"))
+        if v.fps <= 0:
+            out.append(ConfigProblem(f"{prefix}.fps", f"{v.fps} is not positive",
+                                     f"set {prefix}.fps > 0 (MUSEG: 2)"))
+    return out
+
+
+def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
+    t = cfg.train
+    out = []
+    if t.num_generations < 2:
+        out.append(ConfigProblem("train.num_generations", f"{t.num_generations} < 2: a group "
+                                 "needs two completions for an advantage", "set it >= 2 (MUSEG: 8)"))
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+                "save_steps", "save_total_limit", "num_iterations", "logging_steps"):
+        if t[key] < 1:
+            out.append(ConfigProblem(f"train.{key}", f"{t[key]} < 1", f"set train.{key} >= 1"))
+    group_batch = t.per_device_train_batch_size * t.num_generations
+    if t.forward_batch_size is not None and (t.forward_batch_size < 1 or
+                                             group_batch % t.forward_batch_size):
+        out.append(ConfigProblem("train.forward_batch_size",
+                                 f"{t.forward_batch_size} does not divide the {group_batch} "
+                                 "completions of a micro-step (per_device_train_batch_size x "
+                                 "num_generations)", "use a divisor of it or null"))
+    if not 0 <= t.epsilon_low < 1 or t.epsilon_high < 0:
+        out.append(ConfigProblem("train.epsilon_low", "clip range must be 0 <= eps_low < 1 and "
+                                 "eps_high >= 0", "use 0.2 / 0.2 (PPO) or 0.2 / 0.28 (DAPO)"))
+    if t.beta < 0:
+        out.append(ConfigProblem("train.beta", f"{t.beta} < 0", "use 0 (no KL) or 0.04"))
+    if t.learning_rate <= 0 or not math.isfinite(t.learning_rate):
+        out.append(ConfigProblem("train.learning_rate", f"{t.learning_rate} is not a positive "
+                                 "finite number", "use 1.5e-6 (MUSEG)"))
+    return out
+
+
+def _file_problems(cfg: DictConfig) -> list[ConfigProblem]:
+    out = []
+
+    def need(key: str, path: str | None, kind: str = "file") -> None:
+        if path is None:
+            out.append(ConfigProblem(key, "not set", f"set {key}=<{kind}>"))
+            return
+        p = Path(path).expanduser()
+        ok = p.is_file() if kind == "file" else p.is_dir()
+        if not ok:
+            out.append(ConfigProblem(key, f"{kind} {p} does not exist",
+                                     f"create it, set {key}=<{kind}>, or set "
+                                     "paths.data_root / paths.video_root"))
+
+    synthetic = bool(cfg.data.synthetic)
+    if cfg.task in ("train", "preflight") and not synthetic and \
+            (cfg.task == "train" or cfg.preflight.target == "train"):
+        need("data.train_file", cfg.data.train_file)
+        need("paths.video_root", cfg.paths.video_root, "directory")
+    if cfg.task == "eval" and cfg.eval.kind != "suite" and not synthetic:
+        need("eval.annotation", cfg.eval.annotation)
+        need("paths.video_root", cfg.paths.video_root, "directory")
+    if cfg.task == "score":
+        need("eval.predictions", cfg.eval.predictions)
+    if cfg.task == "train" and cfg.stage.id == 2 and cfg.init_from is not None:
+        p = Path(cfg.init_from).expanduser()
+        if not p.exists():
+            out.append(ConfigProblem("init_from", f"{p} does not exist (stage 2 starts from stage "
+                                     "1's final model)", "run stage=1 first or set "
+                                     "init_from=<stage-1 run dir or model dir>"))
+    model_path = cfg.model.path
+    local_like = model_path.startswith(("/", ".", "~"))
+    if cfg.task in ("train", "eval") and local_like and not Path(model_path).expanduser().exists():
+        out.append(ConfigProblem("model.path", f"directory {model_path} does not exist",
+                                 "point model.path at a Qwen2.5-VL checkpoint directory"))
+    return out
+
+
+def validate(cfg: DictConfig, check_files: bool = True) -> list[ConfigProblem]:
+    """Cross-field and filesystem checks; returns the problems found (empty when valid)."""
+    out: list[ConfigProblem] = []
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            out.append(ConfigProblem(key, f"{value!r} is not one of {', '.join(allowed)}",
+                                     f"set {key}=<one of them>"))
+    if cfg.stage.id not in (1, 2):
+        out.append(ConfigProblem("stage.id", f"{cfg.stage.id} is not 1 or 2", "use stage=1|2"))
+    if cfg.data.task_filter not in (None, "tvg", "tal"):
+        out.append(ConfigProblem("data.task_filter", f"{cfg.data.task_filter!r} is not tvg|tal",
+                                 "use data.task_filter=tvg, tal or null"))
+    out += _frame_budget_problems(cfg)
+    out += _train_problems(cfg)
+    if check_files:
+        out += _file_problems(cfg)
+    return out

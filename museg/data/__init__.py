@@ -1,0 +1,1 @@
+"""Data: annotation loaders, video frame planning and decoding, prompts, synthetic data."""

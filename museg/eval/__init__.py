@@ -1,0 +1,1 @@
+"""Evaluation: grounding metrics, E.T. Bench metrics, the inference runner and reports."""

@@ -1,0 +1,238 @@
+"""Prediction files: our append-only ``predictions.jsonl`` and the reference implementation's json.
+
+The runner appends one JSON object per finished item to ``run_dir/predictions.jsonl`` and flushes +
+fsyncs it, so a killed run loses at most the line being written. On restart
+:func:`repair_predictions` drops a torn last line and :func:`finished_ids` tells the runner what to
+skip. :func:`load_prediction_file` reads either our file or the output json of the MUSEG reference
+implementation (grounding: a list of annotation dicts with ``result.output`` plus a trailing stats
+dict; E.T. Bench: a list of annotation entries with ``a``) into one record shape::
+
+    {"item_id", "video", "output" (raw completion or None), "answer" (text inside <answer>),
+     "groundtruth", "error" (optional), "extra" (E.T. Bench annotation fields)}
+
+Example::
+
+    with PredictionWriter(run_dir / "predictions.jsonl") as w:
+        w.append({"item_id": "0", "video": "a.mp4", "output": "...", "answer": "1-2",
+                  "groundtruth": [[1.0, 2.0]]})
+    fmt, records = load_prediction_file(run_dir / "predictions.jsonl")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PredictionFormatError",
+    "PredictionWriter",
+    "extract_answer",
+    "repair_predictions",
+    "read_predictions",
+    "finished_ids",
+    "detect_format",
+    "load_prediction_file",
+]
+
+_ANSWER_RE = re.compile(r"<answer>(.*)</answer>", re.DOTALL)
+
+
+class PredictionFormatError(ValueError):
+    """A predictions file that is neither ours nor the reference implementation's output."""
+
+
+def extract_answer(text: str | None) -> str:
+    """Text inside exactly one ``<answer>...</answer>`` pair (stripped), else ``''``.
+
+    >>> extract_answer("<think>x</think><answer> 1.0-2.5 </answer>")
+    '1.0-2.5'
+    >>> extract_answer("<answer>1-2</answer><answer>3-4</answer>")
+    ''
+    >>> extract_answer("no tags"), extract_answer(None)
+    ('', '')
+    """
+    if not text or text.count("<answer>") != 1 or text.count("</answer>") != 1:
+        return ""
+    m = _ANSWER_RE.search(text)
+    return m.group(1).strip() if m else ""
+
+
+class PredictionWriter:
+    """Append-only JSONL writer; every :meth:`append` is flushed and fsynced before returning."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_predictions(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record as a single line and make it durable."""
+        if "item_id" not in record:
+            raise PredictionFormatError(f"{self.path}: record without `item_id`: {dict(record)!r}")
+        line = json.dumps(dict(record), ensure_ascii=False)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def repair_predictions(path: str | os.PathLike) -> int:
+    """Truncate a torn (unterminated) last line left by a kill; returns the bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+    log.warning("%s: dropped a torn last line (%d bytes) from an interrupted run",
+                path, len(data) - keep)
+    return len(data) - keep
+
+
+def read_predictions(path: str | os.PathLike, dedupe: bool = True) -> list[dict]:
+    """Records of our ``predictions.jsonl``; a torn last line is ignored, duplicates keep the first.
+
+    A malformed line that is not the last one raises :class:`PredictionFormatError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records: list[dict] = []
+    seen: set[str] = set()
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if no == len(lines):  # torn tail, not yet repaired
+                continue
+            raise PredictionFormatError(
+                f"{path}:{no}: not valid JSON ({e.msg}); fix or delete that line") from e
+        if not isinstance(rec, dict) or "item_id" not in rec:
+            raise PredictionFormatError(f"{path}:{no}: field `item_id` missing; not a museg "
+                                        "predictions line")
+        key = str(rec["item_id"])
+        if dedupe and key in seen:
+            continue
+        seen.add(key)
+        records.append(rec)
+    return records
+
+
+def finished_ids(path: str | os.PathLike) -> set[str]:
+    """Item ids already present in ``path`` (empty if the file does not exist)."""
+    return {str(r["item_id"]) for r in read_predictions(path)}
+
+
+def detect_format(data: Any) -> str:
+    """Name the format of a parsed json document: ``reference_grounding`` or ``reference_etbench``.
+
+    >>> detect_format([{"video": "v.mp4", "groundtruth": [[0, 1]], "result": {"output": ""}}])
+    'reference_grounding'
+    >>> detect_format([{"task": "tvg", "source": "x", "idx": 0, "a": ""}])
+    'reference_etbench'
+    """
+    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+        rows = [d for d in data if not _is_stats(d)]
+        if rows and all("result" in d and "groundtruth" in d for d in rows):
+            return "reference_grounding"
+        if rows and all("a" in d and "task" in d for d in rows):
+            return "reference_etbench"
+    raise PredictionFormatError(
+        "unknown predictions format: expected museg predictions.jsonl, a reference grounding "
+        "output (list of dicts with `groundtruth` and `result.output`) or a reference E.T. Bench "
+        "output (list of entries with `task` and `a`)")
+
+
+def _is_stats(d: Mapping) -> bool:
+    """The reference grounding script appends a metrics dict (``tot``, ``m_iou``...) at the end."""
+    return "tot" in d and "video" not in d
+
+
+def _raw_from_conversation(conv: Any) -> str | None:
+    if isinstance(conv, list) and conv and isinstance(conv[-1], str):
+        last = conv[-1]
+        if last.startswith("assistant: "):
+            return last[len("assistant: "):]
+    return None
+
+
+def _reference_records(fmt: str, data: list[dict]) -> list[dict]:
+    out = []
+    rows = [d for d in data if not _is_stats(d)]
+    for i, d in enumerate(rows):
+        if fmt == "reference_grounding":
+            res = d.get("result") or {}
+            out.append({
+                "item_id": str(i),
+                "video": d.get("video"),
+                "output": _raw_from_conversation(res.get("conversation")),
+                "answer": str(res.get("output") or ""),
+                "groundtruth": d.get("groundtruth"),
+            })
+        else:
+            extra = {k: v for k, v in d.items() if k not in ("a", "c")}
+            out.append({
+                "item_id": f"{d.get('task')}/{d.get('source')}/{d.get('idx', i)}",
+                "video": d.get("video"),
+                "output": _raw_from_conversation(d.get("c")),
+                "answer": str(d.get("a") or ""),
+                "groundtruth": d.get("tgt"),
+                "extra": extra,
+            })
+    return out
+
+
+def load_prediction_file(path: str | os.PathLike) -> tuple[str, list[dict]]:
+    """Read any supported predictions file into ``(format, records)``.
+
+    ``format`` is ``museg`` (our jsonl), ``reference_grounding`` or ``reference_etbench``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: predictions file not found (set eval.predictions=<file>)")
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            return "museg", read_predictions(path)
+        except PredictionFormatError as e:
+            raise PredictionFormatError(f"{e} (file: {path})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PredictionFormatError(
+            f"{path}: neither JSON lines nor a JSON list ({e.msg} at line {e.lineno})") from None
+    try:
+        fmt = detect_format(data)
+    except PredictionFormatError as e:
+        raise PredictionFormatError(f"{path}: {e}") from None
+    return fmt, _reference_records(fmt, data)
+
+
+def records_in_order(records: Iterable[dict], item_ids: Iterable[str]) -> list[dict]:
+    """Records reordered to follow ``item_ids``; ids without a record are skipped."""
+    by_id = {str(r["item_id"]): r for r in records}
+    return [by_id[i] for i in item_ids if i in by_id]

@@ -1,0 +1,138 @@
+"""Score an existing predictions file without a model (``task=score``).
+
+Accepts our ``predictions.jsonl`` and the MUSEG reference implementation's output json (grounding:
+annotation dicts with ``result.output``; E.T. Bench: entries with ``a``), detects which one it is,
+computes the benchmark metrics and writes the same report as an evaluation run into ``cfg.run_dir``.
+
+Example::
+
+    python -m museg.run task=score benchmark=charades_sta eval.predictions=/runs/eval_charades.json
+
+    from museg.eval.score import score
+    metrics = score(cfg)          # cfg.eval.predictions + cfg.eval.kind (+ cfg.eval.subset)
+
+:func:`compute_metrics` is shared with the runner: records in, metrics dict out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from museg.eval.predictions import PredictionFormatError, load_prediction_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ScoreError", "compute_metrics", "metric_output", "etbench_entries", "score"]
+
+
+class ScoreError(ValueError):
+    """The predictions file does not fit the benchmark (one line naming the file and the fix)."""
+
+
+def metric_output(record: dict) -> str:
+    """The completion text the grounding metrics see: the record's answer re-wrapped in tags.
+
+    Equivalent to the raw output under the exactly-one-pair rule, and works for reference files
+    that only kept the extracted answer.
+
+    >>> metric_output({"answer": "1.0-2.0"}), metric_output({"answer": ""})
+    ('<answer>1.0-2.0</answer>', '')
+    """
+    ans = record.get("answer") or ""
+    return f"<answer>{ans}</answer>" if ans else ""
+
+
+def etbench_entries(records: Sequence[dict]) -> list[dict]:
+    """E.T. Bench entries (annotation fields + answer ``a``) from prediction records."""
+    entries = []
+    for r in records:
+        extra = r.get("extra")
+        if not isinstance(extra, dict) or "task" not in extra:
+            raise ScoreError(f"record {r.get('item_id')!r} has no E.T. Bench fields (`extra.task`);"
+                             " is this a grounding predictions file? (fix: use a grounding benchmark)")
+        entries.append({**extra, "a": r.get("answer") or ""})
+    return entries
+
+
+def _load_subset(subset: Any) -> Any:
+    if isinstance(subset, str | Path):
+        p = Path(subset)
+        if not p.exists():
+            raise ScoreError(f"{p}: E.T. Bench subset file not found (fix: eval.subset=PATH or null)")
+        return json.loads(p.read_text())
+    return subset
+
+
+def compute_metrics(kind: str, records: Sequence[dict], subset: Any = None) -> dict:
+    """Metrics of ``records`` for ``kind`` (tvg/tal: grounding_metrics; etbench: etbench_metrics)."""
+    if kind in ("tvg", "tal"):
+        from museg.eval.metrics import grounding_metrics
+
+        gts = [r["groundtruth"] for r in records]
+        return dict(grounding_metrics(gts, [metric_output(r) for r in records], kind))
+    if kind == "etbench":
+        from museg.eval.etbench import etbench_metrics
+
+        return dict(etbench_metrics(etbench_entries(records), subset=_load_subset(subset)))
+    raise ScoreError(f"eval.kind={kind!r} is not one of tvg, tal, etbench")
+
+
+def _check_kind(path: Path, fmt: str, kind: str, records: Sequence[dict]) -> None:
+    if fmt == "museg" and records:
+        first = records[0]
+        extra = first.get("extra") if isinstance(first.get("extra"), dict) else {}
+        is_et = first.get("kind") == "etbench" or (
+            "kind" not in first and "source" in extra and "task" in extra)
+        fmt_kind = "etbench" if is_et else "grounding"
+    else:
+        fmt_kind = "etbench" if fmt == "reference_etbench" else "grounding"
+    want = "etbench" if kind == "etbench" else "grounding"
+    if fmt_kind != want:
+        raise ScoreError(f"{path}: holds {fmt_kind} predictions but eval.kind={kind} "
+                         f"(fix: choose a {fmt_kind} benchmark)")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def score(cfg: Any) -> dict:
+    """Score ``cfg.eval.predictions`` for ``cfg.eval.kind``; writes the report to ``cfg.run_dir``."""
+    from museg.eval.report import collect_settings, write_report
+    from museg.eval.runner import cfg_get
+
+    pred = cfg_get(cfg, "eval.predictions")
+    if not pred:
+        raise ScoreError("task=score needs eval.predictions=<file> (our predictions.jsonl or the "
+                         "reference implementation's output json)")
+    path = Path(pred)
+    kind = cfg_get(cfg, "eval.kind")
+    try:
+        fmt, records = load_prediction_file(path)
+    except PredictionFormatError as e:
+        raise ScoreError(str(e)) from None
+    if not records:
+        raise ScoreError(f"{path}: no predictions in the file")
+    _check_kind(path, fmt, kind, records)
+    subset = cfg_get(cfg, "eval.subset") if kind == "etbench" else None
+    metrics = compute_metrics(kind, records, subset=subset)
+    log.info("scored %d predictions from %s (%s format)", len(records), path, fmt)
+
+    settings = collect_settings(cfg, model_path=None, video_spec=None, with_model=False)
+    settings["predictions"] = {"path": str(path.absolute()), "format": fmt,
+                               "sha256": _sha256(path), "n": len(records)}
+    old = path.parent / "eval_settings.json"
+    if fmt == "museg" and old.exists():
+        settings["run_settings"] = json.loads(old.read_text())
+    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
+    write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
+    return metrics

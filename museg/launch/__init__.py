@@ -1,0 +1,1 @@
+"""Cluster launching: submitit/SLURM glue, torch.distributed environment, local multi-process."""

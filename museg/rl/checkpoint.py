@@ -1,0 +1,215 @@
+"""Atomic, resumable training checkpoints loadable with ``torch.load(weights_only=True)``.
+
+Layout of ``run_dir/checkpoints/step-N/``::
+
+    model.safetensors   full model state dict (shared tensors de-duplicated; safetensors.save_model)
+    optimizer.pt        optimizer.state_dict()
+    scheduler.pt        lr scheduler state_dict()
+    trainer_state.pt    {'step', 'data', 'wandb_id', 'history', 'rng': {...}, ...} -- plain types only
+    trainer_state.json  the same without RNG states, for humans
+    COMPLETE            written last; a directory without it is ignored
+
+A checkpoint is written to ``checkpoints/.tmp-step-N``, renamed to ``step-N`` (atomic on POSIX), and
+only then marked ``COMPLETE``; older complete checkpoints beyond ``save_total_limit`` are removed.
+
+Example::
+
+    path = save_checkpoint(run_dir, 10, model, opt, sched, {"data": {"consumed": 20}})
+    state = load_checkpoint(latest_checkpoint(run_dir), model, opt, sched)
+    set_rng_states(state["rng"])
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "tmp_dir",
+    "resolve_resume",
+    "get_rng_states",
+    "set_rng_states",
+]
+
+MARKER = "COMPLETE"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not match the model."""
+
+
+def get_rng_states(data_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """RNG states of python, numpy, torch (+ CUDA) and an optional generator, as plain types."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    out: dict[str, Any] = {
+        "python": {"version": int(version), "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    if data_generator is not None:
+        out["data_generator"] = data_generator.get_state()
+    return out
+
+
+def set_rng_states(states: dict[str, Any], data_generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`get_rng_states` returned."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npst = states["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if data_generator is not None and "data_generator" in states:
+        data_generator.set_state(states["data_generator"])
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of ``run_dir`` sorted by step (oldest first)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / MARKER).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None."""
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def tmp_dir(run_dir: str | Path, step: int) -> Path:
+    """Where checkpoint ``step`` is assembled before the atomic rename."""
+    return Path(run_dir) / "checkpoints" / f".tmp-step-{step}"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    state: dict[str, Any],
+    save_total_limit: int | None = None,
+    data_generator: torch.Generator | None = None,
+    tmp_ready: bool = False,
+) -> Path:
+    """Write checkpoint ``step`` atomically and prune old ones; returns its directory.
+
+    ``state`` must hold plain python types / tensors (it is stored in ``trainer_state.pt``); the
+    RNG states are added under ``'rng'`` and the step under ``'step'``. ``model=None`` skips the
+    weights (DeepSpeed writes its sharded state into :func:`tmp_dir` itself first; then pass
+    ``tmp_ready=True`` so that directory is kept).
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir(run_dir, step)
+    final = root / f"step-{step}"
+    if tmp.exists() and not tmp_ready:
+        shutil.rmtree(tmp)
+    tmp.mkdir(exist_ok=True)
+    if model is not None:
+        save_model(_unwrap(model), str(tmp / "model.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    full = dict(state)
+    full["step"] = int(step)
+    full["rng"] = get_rng_states(data_generator)
+    torch.save(full, tmp / "trainer_state.pt")
+    readable = {k: v for k, v in full.items() if k not in ("rng", "history")}
+    (tmp / "trainer_state.json").write_text(json.dumps(readable, indent=1, default=str))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    (final / MARKER).write_text(f"step {step}\n")
+    if save_total_limit and save_total_limit > 0:
+        for old in list_checkpoints(run_dir)[:-save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+) -> dict[str, Any]:
+    """Load weights / optimizer / scheduler in place (those given) and return the trainer state.
+
+    Every file is read with ``weights_only=True``. Raises :class:`CheckpointError` if ``path`` is
+    not a complete checkpoint.
+    """
+    path = Path(path)
+    if not (path / MARKER).is_file():
+        raise CheckpointError(
+            f"{path}: not a complete checkpoint (no {MARKER} marker; fix: point resume= at a "
+            f"run_dir/checkpoints/step-N directory that has it, or use resume=auto)"
+        )
+    if model is not None and (path / "model.safetensors").is_file():
+        missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}/model.safetensors does not match the model: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]} (fix: resume with the same model config)"
+            )
+    if optimizer is not None and (path / "optimizer.pt").is_file():
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if scheduler is not None and (path / "scheduler.pt").is_file():
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    return torch.load(path / "trainer_state.pt", weights_only=True)
+
+
+def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
+    """Map ``cfg.resume`` ('auto' | 'never' | path) to a checkpoint directory or None.
+
+    A path may be a checkpoint directory or a run directory (its latest checkpoint is used).
+    """
+    if resume is None or str(resume).lower() in ("never", "none", "false", ""):
+        return None
+    if str(resume).lower() == "auto":
+        return latest_checkpoint(run_dir)
+    p = Path(str(resume))
+    if (p / MARKER).is_file():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        raise CheckpointError(
+            f"resume={resume}: no complete checkpoint there (fix: give a checkpoints/step-N "
+            f"directory with a {MARKER} marker, or resume=auto / resume=never)"
+        )
+    return latest

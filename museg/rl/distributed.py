@@ -1,0 +1,139 @@
+"""torch.distributed glue: init from env vars, per-rank data shards, gathers of rewards/metrics.
+
+The launcher (torchrun, accelerate, or submitit's ``TorchDistributedEnvironment().export()``)
+sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. With
+``WORLD_SIZE`` unset or 1 everything here is a no-op on a single process.
+
+Example::
+
+    info = init_distributed()                  # gloo on CPU, nccl on GPU
+    mine = shard(global_batch, info.rank, info.world_size)
+    all_rewards = all_gather_cat(local_rewards)   # rank order == global batch order
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "is_distributed",
+    "shard",
+    "all_gather_cat",
+    "all_reduce_mean",
+    "broadcast_object",
+    "barrier",
+    "cleanup_distributed",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(backend: str | None = None, device: str | None = None) -> DistInfo:
+    """Initialise the default process group from env vars (idempotent) and return rank info.
+
+    ``backend``: None picks ``nccl`` when CUDA is available (and device is not 'cpu'), else ``gloo``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if device is None:
+        device = f"cuda:{local}" if use_cuda else "cpu"
+    if use_cuda and device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    if world > 1 and not is_distributed():
+        for var in ("MASTER_ADDR", "MASTER_PORT"):
+            if var not in os.environ:
+                raise RuntimeError(
+                    f"WORLD_SIZE={world} but {var} is not set (fix: launch with torchrun / "
+                    f"launcher=local, or export {var})"
+                )
+        backend = backend or ("nccl" if use_cuda and device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    if is_distributed():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """Contiguous equal shard ``rank`` of ``items`` (length must divide by ``world_size``).
+
+    >>> shard([0, 1, 2, 3, 4, 5], 1, 2)
+    [3, 4, 5]
+    """
+    if len(items) % world_size:
+        raise ValueError(f"{len(items)} items do not split over world_size={world_size}")
+    n = len(items) // world_size
+    return list(items[rank * n:(rank + 1) * n])
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` (same shape on every rank) from all ranks along dim 0, in rank order."""
+    if not is_distributed():
+        return t
+    dev = _comm_device(t)
+    src = t.detach().to(dev).contiguous()
+    parts = [torch.empty_like(src) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, src)
+    return torch.cat(parts).to(t.device)
+
+
+def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
+    """Mean of each scalar over ranks (same keys on every rank; sorted for a stable order)."""
+    if not is_distributed() or not values:
+        return dict(values)
+    keys = sorted(values)
+    vec = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    vec = vec.to(_comm_device(vec))
+    dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+    vec = vec.cpu() / dist.get_world_size()
+    return dict(zip(keys, vec.tolist(), strict=True))
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Send a picklable object from ``src`` to every rank (no-op when not distributed)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def cleanup_distributed() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,69 @@
+"""Assembly of prompt + completion inputs for the teacher-forced policy / reference forward.
+
+Rollouts themselves come from :func:`museg.model.generate.generate_completions` (HF backend) or
+:mod:`museg.rl.rollout_vllm`. ``forward_inputs`` builds the batch for a list of (prompt, completion)
+pairs: prompts left-padded, completions right-padded, video tensors repeated per sequence (the same
+prompt mapping may appear several times), ``mm_token_type_ids`` extended with zeros so the M-RoPE
+positions of the completion match those used during generation.
+
+Example::
+
+    roll = generate_completions(model, processor, inputs, num_generations=8, max_new_tokens=256)
+    batch = forward_inputs([inputs] * 8, roll.completion_ids, roll.completion_mask, pad=0)
+    logps = completion_logps(model, batch, roll.completion_ids)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+__all__ = ["forward_inputs", "VIDEO_KEYS"]
+
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def forward_inputs(
+    prompts: Sequence[Mapping[str, torch.Tensor]],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    pad: int,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Batch ``len(prompts)`` sequences ``prompt_i + completion_i`` for a teacher-forced forward.
+
+    ``prompts[i]`` are processor inputs of batch size 1 (``input_ids``, ``attention_mask``,
+    optional ``mm_token_type_ids`` and video tensors); the same mapping may appear several times.
+    """
+    n = len(prompts)
+    if completion_ids.shape[0] != n:
+        raise ValueError(f"{n} prompts but {completion_ids.shape[0]} completions")
+    width = max(int(p["input_ids"].shape[1]) for p in prompts)
+    ids, att, mm = [], [], []
+    for p in prompts:
+        pid = p["input_ids"][0].cpu()
+        pm = p.get("attention_mask", torch.ones_like(p["input_ids"]))[0].cpu()
+        pmm = p.get("mm_token_type_ids")
+        pmm = pmm[0].cpu() if pmm is not None else torch.zeros_like(pid)
+        left = width - pid.shape[0]
+        ids.append(torch.cat([torch.full((left,), pad, dtype=pid.dtype), pid]))
+        att.append(torch.cat([torch.zeros(left, dtype=pm.dtype), pm]))
+        mm.append(torch.cat([torch.zeros(left, dtype=pmm.dtype), pmm]))
+    out: dict[str, torch.Tensor] = {
+        "input_ids": torch.cat([torch.stack(ids), completion_ids.to(torch.long)], dim=1),
+        "attention_mask": torch.cat([torch.stack(att), completion_mask.to(att[0].dtype)], dim=1),
+    }
+    if any("mm_token_type_ids" in p for p in prompts):
+        out["mm_token_type_ids"] = torch.cat(
+            [torch.stack(mm), torch.zeros_like(completion_ids, dtype=mm[0].dtype)], dim=1)
+    for key in VIDEO_KEYS:
+        vals = [p[key] for p in prompts if p.get(key) is not None]
+        if vals:
+            if len(vals) != n:
+                raise ValueError(f"{key} present for only {len(vals)} of {n} prompts")
+            vals = [v if torch.is_tensor(v) else torch.as_tensor(v) for v in vals]
+            out[key] = torch.cat([v.reshape(-1) if v.dim() == 1 else v for v in vals], dim=0)
+    if device is not None:
+        out = {k: v.to(device) for k, v in out.items()}
+    return out

@@ -1,0 +1,217 @@
+"""The one entrypoint: ``python -m museg.run [overrides]`` (also installed as ``museg``).
+
+It composes the Hydra config in ``conf/`` (shipped inside the package as ``museg.conf``), checks it
+(a wrong group, type, budget or missing file gives one line and exit code 2, no traceback), and
+dispatches ``cfg.task`` to a plain function that tests call directly::
+
+    python -m museg.run                                  # the embedded offline demo
+    python -m museg.run stage=2 model=7b --cfg job --resolve
+    python -m museg.run task=eval benchmark=charades_sta model.path=/ckpt/MUSEG-7B
+    python -m museg.run -m launcher=slurm stage=1 model=7b reward.weights.format=0.5,1.0
+
+Tasks: ``train`` (museg.rl.trainer.train), ``eval`` (museg.eval.runner.evaluate),
+``score`` (museg.eval.score.score), ``preflight`` (museg.data.preflight.preflight) and ``demo``
+(museg.demo.run_demo).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from museg.config import absolutize_paths, register_schema, validate
+from museg.naming import register_resolvers, set_fallback_overrides
+
+log = logging.getLogger("museg")
+
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
+# A source checkout uses the top-level conf/ directly; an installed wheel ships it as museg.conf.
+CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://museg.conf"
+
+TASKS: dict[str, str] = {
+    "train": "museg.rl.trainer:train",
+    "eval": "museg.eval.runner:evaluate",
+    "score": "museg.eval.score:score",
+    "preflight": "museg.data.preflight:preflight",
+    "demo": "museg.demo:run_demo",
+}
+_INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
+               "--shell-completion", "-sc"}
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp",
+                     "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+class ConfigError(SystemExit):
+    """A configuration problem, reported as one line with exit code 2."""
+
+    def __init__(self, message: str):
+        print(f"museg: config error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+def normalize_overrides(argv: list[str]) -> list[str]:
+    """Quote ``stage`` choices so Hydra reads them as group names, not integers.
+
+    >>> normalize_overrides(["stage=2", "model=7b", "-m", "stage=1,2"])
+    ["stage='2'", 'model=7b', '-m', "stage='1','2'"]
+    """
+    out = []
+    for arg in argv:
+        m = re.fullmatch(r"([+~]*stage)=(.+)", arg)
+        if m and not m.group(2).startswith(("'", '"')):
+            values = ",".join(f"'{v.strip()}'" for v in m.group(2).split(","))
+            arg = f"{m.group(1)}={values}"
+        out.append(arg)
+    return out
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra flags (with their values) from config overrides."""
+    flags, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                if "=" not in argv[i + 1] or arg not in ("--cfg", "-c", "--info", "-i"):
+                    flags.append(argv[i + 1])
+                    i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags, overrides
+
+
+def _override_variants(overrides: list[str]) -> list[list[str]]:
+    """One override list per sweep value (others at their first value), or the list itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    sweeps = [i for i, o in enumerate(parsed) if o.is_sweep_override()]
+    if not sweeps:
+        return [overrides]
+    values = {i: [f"{parsed[i].get_key_element()}={v}"
+                  for v in parsed[i].sweep_string_iterator()] for i in sweeps}
+    base = [values[i][0] if i in values else o for i, o in enumerate(overrides)]
+    variants = [base]
+    for i in sweeps:
+        for v in values[i][1:]:
+            variants.append([v if j == i else b for j, b in enumerate(base)])
+    return variants
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with overrides through Hydra's compose API (tests use this)."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    register_schema()
+    register_resolvers()
+    overrides = normalize_overrides(overrides)
+    set_fallback_overrides(overrides)
+    if CONFIG_PATH.startswith("pkg://"):
+        ctx = initialize_config_module(config_module="museg.conf", version_base="1.3")
+    else:
+        ctx = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
+    with ctx:
+        cfg = compose(config_name="config", overrides=overrides)
+    absolutize_paths(cfg)
+    return cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    """First line of an exception and of its causes, plus Hydra's list of available options."""
+    parts: list[str] = []
+    options: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        lines = [ln.strip() for ln in str(seen).strip().splitlines() if ln.strip()]
+        if lines and lines[0] not in parts:
+            parts.append(lines[0])
+        for i, ln in enumerate(lines):
+            if ln.startswith("Available options"):
+                options = [o for o in lines[i + 1:] if "=" not in o and ":" not in o]
+        seen = seen.__cause__
+    text = ": ".join(parts) or type(exc).__name__
+    if options:
+        text += f" (fix: use one of {', '.join(options)})"
+    return text
+
+
+def check_overrides(overrides: list[str], check_files: bool = True) -> str | None:
+    """Compose every sweep variant and validate it; the first problem as one line, else None."""
+    try:
+        variants = _override_variants(overrides)
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one line
+        return f"cannot parse overrides: {_first_line(exc)}"
+    for variant in variants:
+        try:
+            cfg = compose_config(variant)
+            problems = validate(cfg, check_files=check_files)
+        except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
+            line = _first_line(exc)
+            if "could not be converted" in line or "not a valid" in line:
+                line += " (fix: give a value of the documented type; see --cfg job)"
+            elif "Could not override" in line:
+                line += " (fix: check the key name against --cfg job)"
+            return line
+        if problems:
+            return str(problems[0])
+    return None
+
+
+def dispatch(cfg: DictConfig) -> Any:
+    """Run ``cfg.task`` (the config must already be composed)."""
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError("; ".join(str(p) for p in problems))
+    target = TASKS.get(cfg.task)
+    if target is None:
+        raise ConfigError(f"task: unknown task {cfg.task!r} (fix: one of {', '.join(TASKS)})")
+    module_name, fn_name = target.split(":")
+    fn: Callable[[DictConfig], Any] = getattr(importlib.import_module(module_name), fn_name)
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    log.info("museg %s -> %s", cfg.task, cfg.run_dir)
+    return fn(cfg)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> Any:
+    absolutize_paths(cfg)
+    OmegaConf.resolve(cfg)
+    return dispatch(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entrypoint: normalize arguments, pre-check the config, hand over to Hydra."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        if not (_SOURCE_CONF / "experiment" / "demo.yaml").is_file() and \
+                CONFIG_PATH == str(_SOURCE_CONF):
+            print("museg: the embedded demo (experiment=demo) is not available yet; "
+                  "pass overrides, e.g. `python -m museg.run --help`", file=sys.stderr)
+            raise SystemExit(2)
+        argv = ["experiment=demo"]
+    argv = normalize_overrides(argv)
+    flags, overrides = split_args(argv)
+    info_only = any(f in _INFO_FLAGS for f in flags)
+    if not any(f in ("--help", "-h", "--hydra-help") for f in flags):
+        problem = check_overrides(overrides, check_files=not info_only)
+        if problem:
+            raise ConfigError(problem)
+    register_schema()
+    register_resolvers()
+    sys.argv = [sys.argv[0], *argv]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
