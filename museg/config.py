@@ -253,7 +253,7 @@ class EvalConfig:
     benchmark: str = MISSING
     """Benchmark name."""
     kind: str = MISSING
-    """tvg (mIoU, R@t), tal (F1@t), etbench (12 tasks) or suite."""
+    """tvg (mIoU, R@t), tal (F1@t), mixed (per item task), etbench (12 tasks) or suite."""
     annotation: str | None = None
     """Annotation file of the benchmark."""
     subset: str | None = None
@@ -460,12 +460,12 @@ def _file_problems(cfg: DictConfig) -> list[ConfigProblem]:
                                      f"create it, set {key}=<{kind}>, or set "
                                      "paths.data_root / paths.video_root"))
 
-    synthetic = bool(cfg.data.synthetic)
-    if cfg.task in ("train", "preflight") and not synthetic and \
+    generated = "generated"  # synthetic data, made at start (museg.data.sources)
+    if cfg.task in ("train", "preflight") and cfg.data.train_file != generated and \
             (cfg.task == "train" or cfg.preflight.target == "train"):
         need("data.train_file", cfg.data.train_file)
         need("paths.video_root", cfg.paths.video_root, "directory")
-    if cfg.task == "eval" and cfg.eval.kind != "suite" and not synthetic:
+    if cfg.task == "eval" and cfg.eval.kind != "suite" and cfg.eval.annotation != generated:
         need("eval.annotation", cfg.eval.annotation)
         need("paths.video_root", cfg.paths.video_root, "directory")
     if cfg.task == "score":

@@ -170,6 +170,9 @@ def check_overrides(overrides: list[str], check_files: bool = True) -> str | Non
 
 def dispatch(cfg: DictConfig) -> Any:
     """Run ``cfg.task`` (the config must already be composed)."""
+    from museg.data.sources import materialize_synthetic
+
+    materialize_synthetic(cfg)
     problems = validate(cfg)
     if problems:
         raise ConfigError("; ".join(str(p) for p in problems))
@@ -193,12 +196,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
 def main(argv: list[str] | None = None) -> None:
     """Console entrypoint: normalize arguments, pre-check the config, hand over to Hydra."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        if not (_SOURCE_CONF / "experiment" / "demo.yaml").is_file() and \
-                CONFIG_PATH == str(_SOURCE_CONF):
-            print("museg: the embedded demo (experiment=demo) is not available yet; "
-                  "pass overrides, e.g. `python -m museg.run --help`", file=sys.stderr)
-            raise SystemExit(2)
+    if not argv:  # the embedded offline demo
         argv = ["experiment=demo"]
     argv = normalize_overrides(argv)
     flags, overrides = split_args(argv)

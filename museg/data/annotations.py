@@ -195,11 +195,11 @@ def _check_idx(rec: Mapping[str, Any]) -> int | str:
 class _Collector:
     """Applies the fail/skip policy and logs one summary warning."""
 
-    def __init__(self, path: str, on_bad_record: str):
+    def __init__(self, path: str, on_bad_record: str, sink: list[str] | None = None):
         if on_bad_record not in ON_BAD_RECORD:
             raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
         self.path, self.policy = path, on_bad_record
-        self.reasons: list[str] = []
+        self.reasons: list[str] = sink if sink is not None else []
         self.total = 0
 
     def bad(self, where: str, reason: str) -> None:
@@ -271,15 +271,20 @@ def _iter_json_list(path: str, text: str) -> Iterator[tuple[int, int, Any]]:
 
 # ----------------------------------------------------------------------------- loaders
 def load_train_jsonl(
-    path: str | os.PathLike, video_root: str | os.PathLike | None, on_bad_record: str = "fail"
+    path: str | os.PathLike,
+    video_root: str | os.PathLike | None,
+    on_bad_record: str = "fail",
+    *,
+    bad_records: list[str] | None = None,
 ) -> list[Sample]:
     """Load a MUSEG training jsonl (``idx, problem, solution, video, task[, duration]``).
 
     Blank lines are ignored. ``on_bad_record``: 'fail' raises :class:`AnnotationError` at the first
-    bad record, 'skip' drops bad records and logs their count.
+    bad record, 'skip' drops bad records and logs their count. ``bad_records`` (any loader), if
+    given, receives the message of every skipped record.
     """
     p, text = _open_text(path)
-    col = _Collector(p, on_bad_record)
+    col = _Collector(p, on_bad_record, bad_records)
     out: list[Sample] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -313,7 +318,11 @@ def load_train_jsonl(
 
 
 def load_grounding_eval(
-    path: str | os.PathLike, video_root: str | os.PathLike | None, on_bad_record: str = "fail"
+    path: str | os.PathLike,
+    video_root: str | os.PathLike | None,
+    on_bad_record: str = "fail",
+    *,
+    bad_records: list[str] | None = None,
 ) -> list[EvalItem]:
     """Load a grounding-evaluation json list of ``{video, question, groundtruth}``.
 
@@ -321,7 +330,7 @@ def load_grounding_eval(
     any other keys of an item (e.g. ``task`` in synthetic held-out files) go to ``extra``.
     """
     p, text = _open_text(path)
-    col = _Collector(p, on_bad_record)
+    col = _Collector(p, on_bad_record, bad_records)
     out: list[EvalItem] = []
     for i, lineno, rec in _iter_json_list(p, text):
         col.total += 1
@@ -383,6 +392,8 @@ def load_etbench(
     video_root: str | os.PathLike | None,
     on_bad_record: str = "fail",
     subset: str | os.PathLike | Mapping | None = None,
+    *,
+    bad_records: list[str] | None = None,
 ) -> list[EvalItem]:
     """Load an E.T. Bench annotation json; optionally keep only ``subset[task][source]`` indices.
 
@@ -391,7 +402,7 @@ def load_etbench(
     """
     p, text = _open_text(path)
     keep = _load_subset(subset)
-    col = _Collector(p, on_bad_record)
+    col = _Collector(p, on_bad_record, bad_records)
     out: list[EvalItem] = []
     n_valid = 0
     seen: dict[str, str] = {}

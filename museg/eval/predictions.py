@@ -161,7 +161,8 @@ def detect_format(data: Any) -> str:
         if rows and all("a" in d and "task" in d for d in rows):
             return "reference_etbench"
     raise PredictionFormatError(
-        "unknown predictions format: expected museg predictions.jsonl, a reference grounding "
+        "unknown predictions format: expected museg predictions.jsonl (lines with `item_id`), "
+        "a reference grounding "
         "output (list of dicts with `groundtruth` and `result.output`) or a reference E.T. Bench "
         "output (list of entries with `task` and `a`)")
 
@@ -214,17 +215,17 @@ def load_prediction_file(path: str | os.PathLike) -> tuple[str, list[dict]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: predictions file not found (set eval.predictions=<file>)")
     text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        try:
-            return "museg", read_predictions(path)
-        except PredictionFormatError as e:
-            raise PredictionFormatError(f"{e} (file: {path})") from None
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        head = json.loads(first)
+    except json.JSONDecodeError:
+        head = None
+    if isinstance(head, dict) and "item_id" in head:
+        return "museg", read_predictions(path)
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PredictionFormatError(
-            f"{path}: neither JSON lines nor a JSON list ({e.msg} at line {e.lineno})") from None
+    except json.JSONDecodeError:
+        data = None
     try:
         fmt = detect_format(data)
     except PredictionFormatError as e:

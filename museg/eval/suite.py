@@ -59,6 +59,8 @@ def benchmark_node(name: str, conf_dir: str | Path | None = None) -> DictConfig:
 def _sub_cfg(cfg: Any, name: str, node: Mapping) -> DictConfig:
     base = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     sub = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    if isinstance(node, DictConfig):  # keep interpolations raw: they resolve against the full cfg
+        node = OmegaConf.to_container(node, resolve=False)
     for k in IDENTITY_KEYS:
         if k in node:
             sub.eval[k] = node[k]

@@ -102,7 +102,7 @@ def check_model_path(path: str | os.PathLike) -> str:
 def model_path_from_cfg(model_cfg: Mapping[str, Any]) -> str:
     """Checkpoint path for ``cfg.model``: ``tiny`` (name or path) builds/reuses the tiny model."""
     name, path = model_cfg.get("name"), model_cfg.get("path")
-    if name == "tiny" or path == "tiny":
+    if path == "tiny" or (name == "tiny" and not path):  # model.path=<dir> wins over the name
         from museg.model.tiny import build_tiny_model
 
         return str(build_tiny_model(seed=int(model_cfg.get("seed", 0) or 0)))

@@ -184,8 +184,8 @@ def load_checkpoint(
         missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
         if missing or unexpected:
             raise CheckpointError(
-                f"{path}/model.safetensors does not match the model: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]} (fix: resume with the same model config)"
+                f"{path}/model.safetensors does not match the model: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]} (fix: resume with the same model config)"
             )
     if optimizer is not None and (path / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))

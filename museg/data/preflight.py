@@ -1,0 +1,286 @@
+"""Preflight: check every video an annotation file refers to before spending GPU hours on it.
+
+``preflight(cfg)`` (wired to ``python -m museg.run task=preflight``) loads the training file
+(``cfg.data.train_file``; with ``cfg.preflight.target=eval`` the benchmark annotation
+``cfg.eval.annotation``), resolves each video against ``cfg.paths.video_root``, and for each unique
+video decodes exactly the frames the model will see (``museg.data.video.decode_video`` with the
+spec from ``cfg.video``, the configured backend and timeout). Results go to
+``run_dir/manifest.jsonl`` one row per video, flushed as they come, so a killed preflight resumes
+where it stopped (rows already there are skipped). At the end it writes ``run_dir/summary.json``
+(missing / broken / timed-out videos, samples affected, duration mismatches, token-budget
+statistics, samples over ``cfg.train.max_prompt_length``) and ``run_dir/token_budget.png``.
+
+Optional keys (defaults in brackets): ``preflight.limit`` [None: all videos],
+``preflight.workers`` [1: parallel decodes], ``preflight.duration_tolerance_s`` [1.0].
+
+Example::
+
+    python -m museg.run task=preflight data=museg_stage1 paths.video_root=/data/museg/videos
+    # or from Python, with a composed cfg:
+    from museg.data.preflight import preflight
+    summary = preflight(cfg); summary["missing"], summary["samples_over_max_prompt_length"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from museg.data.annotations import load_etbench, load_grounding_eval, load_train_jsonl
+from museg.data.prompts import build_question
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
+HISTOGRAM = "token_budget.png"
+CHAT_OVERHEAD_TOKENS = 32  # system prompt, role markers, vision start/end tokens (estimate)
+
+
+@dataclass
+class _Ref:
+    """One annotation record's view of its video."""
+
+    video: str
+    video_path: str
+    duration: float | None
+    max_end: float
+    text_chars: int
+
+
+def _sel(cfg: Any, key: str, default: Any = None) -> Any:
+    val = OmegaConf.select(cfg, key, default=default) if OmegaConf.is_config(cfg) else default
+    return default if val is None else val
+
+
+def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
+    """(annotation file, video root, refs, bad-record messages) for ``target`` train|eval."""
+    generated = "generated"  # data=synthetic / benchmark=synthetic name no file until generated
+    if generated in (_sel(cfg, "data.train_file"), _sel(cfg, "eval.annotation")):
+        from museg.data.sources import materialize_synthetic
+
+        materialize_synthetic(cfg)  # run.dispatch already did this for CLI runs
+    video_root = str(_sel(cfg, "paths.video_root", ""))
+    policy = _sel(cfg, "data.on_bad_record", "fail")
+    bad: list[str] = []
+    if target == "train":
+        template = _sel(cfg, "stage.template", "{problem}")
+        path = str(cfg.data.train_file)
+        samples = load_train_jsonl(path, video_root, policy, bad_records=bad)
+        refs = [_Ref(s.video, s.video_path, s.duration, max(e for _, e in s.solution),
+                     len(build_question(template, s.problem))) for s in samples]
+        return path, video_root, refs, bad
+    if target != "eval":
+        raise ValueError(f"preflight.target must be train or eval, got {target!r}")
+    template = _sel(cfg, "eval.template", "{problem}")
+    path = str(cfg.eval.annotation)
+    if _sel(cfg, "eval.kind", "tvg") == "etbench":
+        items = load_etbench(path, video_root, policy, subset=_sel(cfg, "eval.subset"),
+                             bad_records=bad)
+    else:
+        items = load_grounding_eval(path, video_root, policy, bad_records=bad)
+    refs = []
+    for it in items:
+        dur = it.extra.get("duration")
+        refs.append(_Ref(it.video, it.video_path, float(dur) if isinstance(dur, int | float) else None,
+                         max((e for _, e in it.groundtruth), default=0.0),
+                         len(build_question(template, it.question))))
+    return path, video_root, refs, bad
+
+
+def _read_manifest(path: Path) -> dict[str, dict]:
+    """Rows already written, by path; a partial last line (killed mid-write) is dropped."""
+    if not path.is_file():
+        return {}
+    rows: dict[str, dict] = {}
+    good_lines = []
+    text = path.read_text(encoding="utf-8")
+    for line in text.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if line.endswith("\n") and isinstance(row, dict) and "path" in row:
+            rows[row["path"]] = row
+            good_lines.append(line)
+    if "".join(good_lines) != text:
+        path.write_text("".join(good_lines), encoding="utf-8")
+    return rows
+
+
+def check_video(path: str, spec: Mapping[str, Any], backend: str, timeout_s: float | None) -> dict:
+    """Decode the planned frames of one video; returns a manifest row (never raises)."""
+    from museg.data import video as V
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"path": path, "ok": False, "status": "ok", "error": None,
+                           "backend": backend}
+    if not os.path.isfile(path):
+        row.update(status="missing", error="file not found")
+        return row
+    try:
+        dv = V.decode_video(path, spec, backend=backend, timeout_s=timeout_s)
+    except V.VideoTimeoutError as e:
+        row.update(status="timeout", error=str(e))
+    except (V.VideoError, ValueError) as e:
+        row.update(status="broken", error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # never let one odd file stop the scan; it is reported, not hidden
+        log.warning("preflight: unexpected %s on %s: %s", type(e).__name__, path, e)
+        row.update(status="broken", error=f"{type(e).__name__}: {e}")
+    else:
+        plan, meta = dv.plan, dv.meta
+        fps = float(meta["video_fps"])
+        row.update(ok=True, total_frames=int(meta["total_frames"]), fps=fps,
+                   duration=round(int(meta["total_frames"]) / fps, 3) if fps > 0 else None,
+                   planned_frames=len(plan.indices), height=plan.height, width=plan.width,
+                   sample_fps=plan.sample_fps, video_tokens=int(plan.video_tokens),
+                   backend=meta.get("backend", backend))
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    v = sorted(values)
+    q = lambda p: v[min(len(v) - 1, int(math.ceil(p * len(v))) - 1)]  # noqa: E731
+    return {"min": v[0], "mean": round(sum(v) / len(v), 2), "median": q(0.5), "p95": q(0.95),
+            "max": v[-1]}
+
+
+def _histogram(path: Path, tokens: list[int], limit: int | None, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if tokens:
+        ax.hist(tokens, bins=min(50, max(5, len(set(tokens)))), color="tab:blue")
+    if limit:
+        ax.axvline(limit, color="tab:red", linestyle="--", label=f"max_prompt_length={limit}")
+        ax.legend()
+    ax.set_xlabel("estimated prompt tokens (video + text)")
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def summarize(refs: list[_Ref], rows: Mapping[str, dict], max_prompt_length: int | None
+              ) -> tuple[dict[str, Any], list[int]]:
+    """Counts and token-budget statistics over the scanned videos and the samples using them;
+    also returns each usable sample's estimated prompt length (for the histogram)."""
+    scanned = [rows[p] for p in dict.fromkeys(r.video_path for r in refs) if p in rows]
+    status = [r["status"] for r in scanned]
+    prompt_tokens, video_tokens, affected, over = [], [], 0, 0
+    for ref in refs:
+        row = rows.get(ref.video_path)
+        if row is None:
+            continue
+        if not row["ok"]:
+            affected += 1
+            continue
+        video_tokens.append(row["video_tokens"])
+        est = row["video_tokens"] + math.ceil(ref.text_chars / 3) + CHAT_OVERHEAD_TOKENS
+        prompt_tokens.append(est)
+        over += bool(max_prompt_length and est > max_prompt_length)
+    return {
+        "samples": len(refs),
+        "videos": len(dict.fromkeys(r.video_path for r in refs)),
+        "scanned": len(scanned),
+        "ok": status.count("ok"),
+        "missing": status.count("missing"),
+        "broken": status.count("broken"),
+        "timeout": status.count("timeout"),
+        "samples_affected": affected,
+        "duration_mismatch_videos": sum(bool(r.get("duration_mismatch")) for r in scanned),
+        "video_tokens": _stats(video_tokens),
+        "prompt_tokens_est": _stats(prompt_tokens),
+        "planned_frames": _stats([r["planned_frames"] for r in scanned if r["ok"]]),
+        "max_prompt_length": max_prompt_length,
+        "samples_over_max_prompt_length": over,
+        "decode_seconds": round(sum(r.get("seconds", 0.0) for r in scanned), 2),
+        "not_ok_examples": [{k: r[k] for k in ("path", "status", "error")}
+                            for r in scanned if not r["ok"]][:20],
+    }, prompt_tokens
+
+
+def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, Any]:
+    """Scan annotations + videos, write manifest.jsonl, summary.json and token_budget.png in
+    ``cfg.run_dir``; returns the summary dict."""
+    from museg.data.video import video_spec_from_cfg
+
+    run_dir = Path(str(cfg.run_dir)).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = _sel(cfg, "preflight.target", "train")
+    annotation, video_root, refs, bad = _load_refs(cfg, target)
+    video_cfg = cfg.video if target == "train" else _sel(cfg, "eval.video", cfg.video)
+    spec = dict(video_spec_from_cfg(video_cfg))
+    backend = str(_sel(cfg, "video.backend", "torchcodec"))
+    timeout = _sel(cfg, "video.decode_timeout_s", None)
+    tolerance = float(_sel(cfg, "preflight.duration_tolerance_s", 1.0))
+    limit = _sel(cfg, "preflight.limit", None)
+    workers = max(1, int(_sel(cfg, "preflight.workers", 1)))
+
+    per_video: dict[str, list[_Ref]] = {}
+    for ref in refs:
+        per_video.setdefault(ref.video_path, []).append(ref)
+    videos = list(per_video)[: limit if limit is not None else None]
+    refs_scanned = [r for v in videos for r in per_video[v]]
+    spec_key = json.dumps({"spec": spec, "backend": backend}, sort_keys=True, default=str)
+
+    manifest = run_dir / MANIFEST
+    rows = {p: r for p, r in _read_manifest(manifest).items() if r.get("spec_key") == spec_key}
+    todo = [v for v in videos if v not in rows]
+    log.info("preflight: %d samples, %d videos (%d already in %s)", len(refs), len(videos),
+             len(videos) - len(todo), manifest)
+
+    def run_one(path: str) -> dict:
+        row = check(path, spec, backend, timeout)
+        ann = [r.duration for r in per_video[path] if r.duration is not None]
+        row.update(video=per_video[path][0].video, n_samples=len(per_video[path]),
+                   annotation_duration=max(ann) if ann else None,
+                   max_segment_end=max(r.max_end for r in per_video[path]), spec_key=spec_key)
+        dur = row.get("duration")
+        row["duration_mismatch"] = None if dur is None else bool(
+            (row["annotation_duration"] is not None and abs(dur - row["annotation_duration"]) > tolerance)
+            or row["max_segment_end"] > dur + tolerance)
+        return row
+
+    with open(manifest, "a", encoding="utf-8") as out, \
+            tqdm(total=len(videos), initial=len(videos) - len(todo), desc="preflight videos",
+                 unit="video", disable=None) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        for row in pool.map(run_one, todo):
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            rows[row["path"]] = row
+            bar.update(1)
+            if not row["ok"]:
+                bar.set_postfix_str(f"last problem: {row['status']}")
+
+    max_len = _sel(cfg, "train.max_prompt_length", None)
+    summary, prompt_tokens = summarize(refs_scanned, rows, max_len)
+    summary = {"target": target, "annotation": annotation, "video_root": video_root,
+               "spec": spec, "backend": backend, "bad_records": len(bad),
+               "bad_record_examples": bad[:5], "unscanned_videos": len(per_video) - len(videos),
+               **summary, "manifest": str(manifest), "histogram": str(run_dir / HISTOGRAM)}
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    _histogram(run_dir / HISTOGRAM, prompt_tokens, max_len, f"{Path(annotation).name}: token budget")
+    log.info("preflight: %d ok, %d missing, %d broken, %d timeout; %d samples affected; "
+             "%d over max_prompt_length -> %s", summary["ok"], summary["missing"],
+             summary["broken"], summary["timeout"], summary["samples_affected"],
+             summary["samples_over_max_prompt_length"], run_dir / SUMMARY)
+    return summary

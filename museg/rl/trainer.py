@@ -1,0 +1,380 @@
+"""The GRPO training loop: ``train(cfg) -> dict`` (MUSEG stage 1 / stage 2, CPU to multi-GPU).
+
+Per optimizer step: this rank's prompts (:mod:`museg.rl.batch`, videos decoded once, prefetched),
+``G`` rollouts each (HF ``generate`` or vLLM), rewards (:func:`museg.rewards.registry.compute_rewards`),
+group advantages, reference log-probs (β > 0 only), the GRPO loss with gradient accumulation,
+clipping, AdamW and a transformers LR schedule (:mod:`museg.rl.step`, :mod:`museg.rl.engine`).
+Metrics go to :class:`museg.rl.logging.MetricsLogger`; checkpoints every ``train.save_steps``
+(:mod:`museg.rl.checkpoint`); ``resume=auto|never|<path>``; ``init_from`` (a stage-1 run dir ->
+its ``final/``, or a model dir) replaces ``model.path``. At the end: ``run_dir/final`` (model +
+processor), ``summary.json`` and ``reward_curves.png``.
+
+Precision: on CPU everything is float32. On CUDA without DeepSpeed the policy keeps float32 master
+weights under bf16 autocast (``train.bf16``) -- pure-bf16 AdamW would round away updates of
+lr 1.5e-6; the frozen reference uses ``model.dtype``. With DeepSpeed its bf16 config applies.
+
+Preemption: :func:`request_checkpoint` (called by a signal handler of the cluster glue) makes the
+loop save a checkpoint at the next step boundary and return ``{'preempted': True, ...}``.
+
+Example::
+
+    from museg.rl.trainer import train
+    summary = train(cfg)            # cfg composed by ``python -m museg.run task=train ...``
+    summary["step"], summary["final_dir"], summary["history"][-1]["reward/total"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from museg.rl import checkpoint as ckpt
+from museg.rl import distributed as D
+from museg.rl.batch import StepBatcher
+from museg.rl.engine import make_engine
+from museg.rl.logging import MetricsLogger
+from museg.rl.step import StepContext, optimize_step, rollout_step
+from museg.rl.timer import StepTimer, overhead_fraction
+
+__all__ = ["train", "request_checkpoint", "checkpoint_requested", "clear_checkpoint_request",
+           "TrainError", "StepRecord", "load_train_samples", "resolve_model_path"]
+
+log = logging.getLogger(__name__)
+_CHECKPOINT_REQUEST = threading.Event()
+
+
+def request_checkpoint() -> None:
+    """Ask the running loop to checkpoint and return at the next step boundary (signal-safe)."""
+    _CHECKPOINT_REQUEST.set()
+
+
+def checkpoint_requested() -> bool:
+    return _CHECKPOINT_REQUEST.is_set()
+
+
+def clear_checkpoint_request() -> None:
+    _CHECKPOINT_REQUEST.clear()
+
+
+class TrainError(RuntimeError):
+    """A training configuration or input problem (one line with the fix)."""
+
+
+@dataclass
+class StepRecord:
+    """What ``train(cfg, on_step=...)`` sees after each step (gathered over ranks)."""
+
+    step: int
+    positions: torch.Tensor  # global data positions, rank order
+    rewards: dict[str, torch.Tensor]  # every reward function + 'total', [global prompts * G]
+    advantages: torch.Tensor
+    metrics: dict[str, float]
+    rank: int = 0
+
+
+def load_train_samples(cfg: Any) -> list:
+    """Training samples of ``cfg.data`` (synthetic data generated on demand), filtered/truncated."""
+    from museg.data.annotations import load_train_jsonl
+
+    data = cfg.data
+    synthetic = data.get("synthetic")
+    if synthetic:
+        from museg.data.synthetic import ensure_synthetic
+
+        params = dict(synthetic)
+        paths = ensure_synthetic(cfg.paths.cache_dir, **params)
+        train_file, video_root = paths.train_file, paths.video_root
+    else:
+        train_file, video_root = data.train_file, cfg.paths.video_root
+    samples = load_train_jsonl(str(train_file), str(video_root),
+                               on_bad_record=data.get("on_bad_record", "fail"))
+    if data.get("task_filter"):
+        samples = [s for s in samples if s.task == data.task_filter]
+    if data.get("max_samples"):
+        samples = samples[: int(data.max_samples)]
+    if not samples:
+        raise TrainError(f"{train_file}: no training samples left (fix: check data.task_filter "
+                         "/ data.max_samples)")
+    return samples
+
+
+def resolve_model_path(cfg: Any) -> str:
+    """``init_from`` (run dir -> its final/, or a model dir) if set, else ``model.path``."""
+    from museg.model.load import model_path_from_cfg
+
+    init = cfg.get("init_from")
+    if init:
+        p = Path(str(init)).expanduser()
+        for cand in (p / "final", p):
+            if (cand / "config.json").is_file():
+                return str(cand)
+        raise TrainError(f"init_from={init}: neither {p}/final/config.json nor {p}/config.json "
+                         "exists (fix: finish stage 1 first or point init_from at a model dir)")
+    return str(model_path_from_cfg(cfg.model))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _build_models(cfg: Any, info: D.DistInfo):
+    from museg.model.load import load_model_and_processor
+
+    cuda = info.device.startswith("cuda")
+    path = resolve_model_path(cfg)
+    m = cfg.model
+    lora = m.get("lora")
+    lora = dict(lora) if lora is not None and lora.get("enabled") else None
+    policy, processor = load_model_and_processor(
+        path, dtype="float32", attention=m.get("attention", "auto"),
+        gradient_checkpointing=bool(m.get("gradient_checkpointing", False)), lora=lora,
+        freeze_vision=bool(m.get("freeze_vision", True)), device=info.device)
+    ref = None
+    if float(cfg.train.beta) != 0.0 and lora is None:
+        ref = copy.deepcopy(policy)
+        if cuda:
+            from museg.model.load import resolve_dtype
+
+            ref.to(resolve_dtype(m.get("dtype", "bfloat16")))
+        ref.eval().requires_grad_(False)
+    return policy, processor, ref, path
+
+
+def _reference_factory(cfg: Any, ref: torch.nn.Module | None, policy: torch.nn.Module):
+    if float(cfg.train.beta) == 0.0:
+        return None
+    if ref is not None:
+        return lambda: contextlib.nullcontext(ref)
+
+    @contextlib.contextmanager
+    def adapters_off():  # LoRA: the reference is the base model with adapters disabled
+        with policy.disable_adapter():
+            yield policy
+    return adapters_off
+
+
+def _gather_metrics(rolls: list, stats: dict, lr: float) -> tuple[dict, dict, torch.Tensor,
+                                                                    torch.Tensor]:
+    keys = sorted(rolls[0].rewards)
+    rewards = {k: D.all_gather_cat(torch.tensor([v for r in rolls for v in r.rewards[k]],
+                                                dtype=torch.float32)) for k in keys}
+    adv = D.all_gather_cat(torch.cat([r.advantages for r in rolls]))
+    pos = D.all_gather_cat(torch.tensor([r.item.position for r in rolls], dtype=torch.long))
+    lengths = D.all_gather_cat(torch.cat([r.completion_mask.sum(1) for r in rolls]))
+    std = D.all_gather_cat(torch.tensor([r.group_std for r in rolls], dtype=torch.float32))
+    metrics = {f"reward/{k}": float(v.mean()) for k, v in rewards.items()}
+    metrics["reward/group_std"] = float(std.mean())
+    metrics["completion_length"] = float(lengths.mean())
+    metrics["completion_length_max"] = float(lengths.max())
+    metrics["lr"] = lr
+    metrics.update(D.all_reduce_mean({k: stats[k] for k in ("loss", "kl", "clip_ratio")}))
+    metrics["grad_norm"] = stats["grad_norm"]
+    metrics["skipped_updates"] = stats["skipped_updates"]
+    return metrics, rewards, adv, pos
+
+
+def _completion_rows(rolls: list) -> list[dict]:
+    rows = []
+    for r in rolls:
+        for g, text in enumerate(r.texts):
+            row = {"position": r.item.position, "source": getattr(r.item.sample, "source", ""),
+                   "prompt": r.question, "completion": text,
+                   "solution": json.dumps(r.item.sample.solution)}
+            row.update({f"reward/{k}": float(v[g]) for k, v in r.rewards.items()})
+            row["advantage"] = float(r.advantages[g])
+            rows.append(row)
+    return rows
+
+
+def _save_final(engine: Any, processor: Any, out: Path) -> None:
+    model = engine.module
+    if hasattr(engine, "accelerator"):  # DeepSpeed ZeRO-3: gather the full state dict
+        state = engine.accelerator.get_state_dict(engine.model)
+        if engine.accelerator.is_main_process:
+            model.save_pretrained(out, state_dict=state)
+            processor.save_pretrained(out)
+        return
+    if hasattr(model, "merge_and_unload"):  # LoRA: save merged full weights for stage 2 / eval
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> dict:
+    """Run (or resume) GRPO training described by ``cfg``; returns a summary dict."""
+    t_start = time.perf_counter()
+    owns_pg = not D.is_distributed()
+    info = D.init_distributed()
+    t = cfg.train
+    seed = int(cfg.get("seed", 0))
+    _seed_everything(seed + info.rank)
+    run_dir = Path(str(cfg.run_dir)).expanduser().absolute()
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+
+    samples = load_train_samples(cfg)
+    per_rank = int(t.per_device_train_batch_size) * int(t.gradient_accumulation_steps)
+    global_batch = per_rank * info.world_size
+    if int(t.max_steps) > 0:
+        total = int(t.max_steps)
+    else:
+        total = max(1, int(t.num_train_epochs) * len(samples) // global_batch)
+    mu = int(t.get("num_iterations", 1) or 1)
+
+    policy, processor, ref, model_path = _build_models(cfg, info)
+    from transformers import get_scheduler
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=float(t.learning_rate),
+                                  weight_decay=float(t.weight_decay))
+    updates = total * mu
+    scheduler = get_scheduler(str(t.lr_scheduler_type), optimizer,
+                              num_warmup_steps=math.ceil(float(t.warmup_ratio) * updates),
+                              num_training_steps=updates)
+    resume_from = ckpt.resolve_resume(cfg.get("resume", "auto"), run_dir)
+    state: dict[str, Any] = {}
+    deepspeed = bool(t.get("deepspeed"))
+    if resume_from is not None and not deepspeed:
+        state = ckpt.load_checkpoint(resume_from, policy, optimizer, scheduler)
+    engine = make_engine(policy, optimizer, scheduler, t, info)
+    if deepspeed:
+        if ref is not None:
+            ref = engine.prepare_reference(ref)
+        if resume_from is not None:
+            state = ckpt.load_checkpoint(resume_from)
+            engine.load_state(resume_from / "deepspeed")
+    if state:
+        ckpt.set_rng_states(state["rng"])
+        log.info("resumed from %s (step %d)", resume_from, state["step"])
+    start_step = int(state.get("step", 0))
+    consumed = int(state.get("data", {}).get("consumed", start_step * global_batch))
+
+    logger = MetricsLogger(run_dir, cfg, is_main=info.is_main, wandb_id=state.get("wandb_id"),
+                           resume_step=start_step if state else None,
+                           history=state.get("history"))
+    batcher = StepBatcher(samples, cfg.video, data_seed=int(t.data_seed),
+                          shuffle=bool(cfg.data.get("shuffle", True)), per_rank=per_rank,
+                          rank=info.rank, world_size=info.world_size, run_dir=run_dir,
+                          cache_dir=cfg.paths.get("cache_dir"))
+    timer = StepTimer()
+    cuda = info.device.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
+        cuda and bool(t.get("bf16", True)) and not deepspeed) else contextlib.nullcontext
+    vllm = None
+    if str(cfg.get("rollout", {}).get("backend", "hf")) == "vllm":
+        from museg.rl.rollout_vllm import VLLMRollout
+
+        vllm = VLLMRollout(cfg, model_path, processor, engine.module)
+    ctx = StepContext(train=t, reward=cfg.reward, template=str(cfg.stage.template),
+                      processor=processor, engine=engine,
+                      reference=_reference_factory(cfg, ref, engine.module), timer=timer,
+                      seed=seed, device=torch.device(info.device), autocast=autocast,
+                      generate=vllm)
+
+    def save(step: int) -> Path | None:
+        data = {"consumed": consumed, "global_batch": global_batch, "data_seed": int(t.data_seed),
+                "world_size": info.world_size}
+        st = {"data": data, "wandb_id": logger.wandb_id, "history": logger.history,
+              "nonfinite_streak": engine.guard.streak, "model_path": model_path,
+              "failed_videos": sorted(batcher.failed_paths)}
+        if deepspeed:
+            tmp = ckpt.tmp_dir(run_dir, step)
+            engine.save_state(tmp / "deepspeed")
+        path = None
+        if info.is_main:
+            path = ckpt.save_checkpoint(run_dir, step, None if deepspeed else engine.module,
+                                        None if deepspeed else optimizer,
+                                        None if deepspeed else scheduler, st,
+                                        save_total_limit=int(t.save_total_limit),
+                                        tmp_ready=deepspeed)
+        D.barrier()
+        return path
+
+    bar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=None if info.is_main else True)
+    preempted, step, last_metrics = False, start_step, {}
+    saved_at = start_step if state else -1
+    try:
+        for step in range(start_step + 1, total + 1):
+            flag = D.all_reduce_mean({"stop": float(checkpoint_requested())})["stop"] > 0
+            if flag:
+                step -= 1
+                if saved_at != step:
+                    save(step)
+                    saved_at = step
+                preempted = True
+                clear_checkpoint_request()
+                log.warning("checkpoint requested: saved step %d, stopping", step)
+                break
+            timer.start_step()
+            with timer.phase("decode"):
+                items = batcher.get(consumed)
+            rolls = rollout_step(ctx, items, step)
+            lr = float(scheduler.get_last_lr()[0])
+            stats = optimize_step(ctx, rolls)
+            if vllm is not None:
+                with timer.phase("rollout"):
+                    vllm.sync_weights(engine.module)
+            consumed += global_batch
+            metrics, rewards, adv, pos = _gather_metrics(rolls, stats, lr)
+            metrics["videos_replaced"] = float(batcher.num_replaced)
+            times = timer.end_step()
+            metrics.update(times)
+            metrics["time/overhead_fraction"] = overhead_fraction(times)
+            last_metrics = metrics
+            if on_step is not None:
+                on_step(StepRecord(step, pos, rewards, adv, metrics, info.rank))
+            if step % int(t.logging_steps) == 0 or step == total:
+                logger.log(step, metrics)
+            if int(t.completions_every) > 0 and step % int(t.completions_every) == 0:
+                logger.log_completions(step, _completion_rows(rolls))
+            if step % int(t.save_steps) == 0 or step == total:
+                save(step)
+                saved_at = step
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
+    finally:
+        bar.close()
+        batcher.close()
+
+    final_dir = None
+    if not preempted:
+        final_dir = run_dir / "final"
+        if info.is_main or deepspeed:
+            _save_final(engine, processor, final_dir)
+        D.barrier()
+    summary = {
+        "run_dir": str(run_dir), "final_dir": str(final_dir) if final_dir else None,
+        "step": step, "total_steps": total, "preempted": preempted,
+        "resumed_from": str(resume_from) if resume_from else None, "model_path": model_path,
+        "world_size": info.world_size, "wall_time_s": time.perf_counter() - t_start,
+        "videos_replaced": batcher.num_replaced, "failed_videos": sorted(batcher.failed_paths),
+        "skipped_updates": engine.guard.skipped_total, "last": last_metrics,
+        "latest_checkpoint": str(ckpt.latest_checkpoint(run_dir) or ""),
+    }
+    if info.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    logger.close(summary, plot=not preempted)
+    summary["history"] = list(logger.history)
+    if vllm is not None:
+        vllm.close()
+    if owns_pg:
+        D.cleanup_distributed()
+    return summary
