@@ -78,11 +78,11 @@ def _n_lines(path: Path) -> int:
 def test_kill_and_restart_matches_uninterrupted_run(tmp_path):
     from museg.eval.runner import evaluate
 
-    n, k = 8, 2
+    n, k = 6, 2
     ann, vroot = grounding_bench(tmp_path, n_items=n)
     # batch_size 1: a resumed run's batches differ from an uninterrupted run's, and greedy
     # decoding is only bit-identical across runs when padding does not change.
-    cfg = eval_cfg(tmp_path / "killed", ann, vroot, kind="tvg", batch_size=1, max_new_tokens=24)
+    cfg = eval_cfg(tmp_path / "killed", ann, vroot, kind="tvg", batch_size=1, max_new_tokens=16)
     cfg_file = tmp_path / "cfg.yaml"
     OmegaConf.save(cfg, cfg_file)
     pred = tmp_path / "killed" / "predictions.jsonl"
@@ -107,7 +107,7 @@ def test_kill_and_restart_matches_uninterrupted_run(tmp_path):
     resumed = json.loads((tmp_path / "killed" / "results.json").read_text())["metrics"]
 
     ref_cfg = eval_cfg(tmp_path / "straight", ann, vroot, kind="tvg", batch_size=1,
-                       max_new_tokens=24)
+                       max_new_tokens=16)
     straight = evaluate(ref_cfg)
     ref_lines = {r["item_id"]: r for r in read_jsonl(tmp_path / "straight" / "predictions.jsonl")}
     for r in lines:

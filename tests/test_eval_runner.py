@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from helpers_eval import etbench_bench, eval_cfg, grounding_bench, read_jsonl
 
+from museg.eval.predictions import read_predictions
 from museg.eval.runner import EvalError, eval_question, evaluate, load_eval_items
 
 
@@ -32,10 +33,20 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def grounding_run(bench):
+    """One real evaluate() that loads the tiny model itself."""
     root, ann, vroot, _, _ = bench
     cfg = eval_cfg(root / "run_tvg", ann, vroot, kind="tvg", benchmark="charades_sta",
                    batch_size=2, max_new_tokens=16)
     return cfg, evaluate(cfg)
+
+
+@pytest.fixture(scope="module")
+def backend(bench):
+    """A loaded tiny-model HF backend shared by the other tests (max_new_tokens 16)."""
+    from museg.eval.runner import HFBackend
+
+    root, ann, vroot, _, _ = bench
+    return HFBackend(eval_cfg(root / "unused", ann, vroot, max_new_tokens=16))
 
 
 def test_grounding_end_to_end(bench, grounding_run):
@@ -82,13 +93,13 @@ def test_changed_settings_refuse_to_resume(bench, grounding_run):
         evaluate(changed, backend=_NoModel())
 
 
-def test_etbench_end_to_end_with_subset(bench):
+def test_etbench_end_to_end_with_subset(bench, backend):
     root, _, vroot, et_ann, et_subset = bench
     cfg = eval_cfg(root / "run_et", et_ann, vroot, kind="etbench", benchmark="et_bench_subset",
                    subset=et_subset, template="etbench", batch_size=2, max_new_tokens=16)
     items = load_eval_items(cfg)
     assert [it.item_id for it in items] == ["tvg/syn/0", "rar/syn/0", "vhd/syn/0"]
-    metrics = evaluate(cfg)
+    metrics = evaluate(cfg, backend=backend)
     assert "rar_acc" in metrics and "tvg_f1" in metrics
     lines = read_jsonl(root / "run_et" / "predictions.jsonl")
     assert sorted(r["item_id"] for r in lines) == sorted(it.item_id for it in items)
@@ -99,7 +110,7 @@ def test_etbench_end_to_end_with_subset(bench):
     assert (root / "run_et" / "etbench_summary.png").is_file()
 
 
-def test_undecodable_video_is_recorded_as_wrong(bench, tmp_path):
+def test_undecodable_video_is_recorded_as_wrong(bench, backend, tmp_path):
     from museg.data.video import VideoError
 
     root, ann, vroot, _, _ = bench
@@ -112,8 +123,8 @@ def test_undecodable_video_is_recorded_as_wrong(bench, tmp_path):
     items.insert(1, {"video": "broken.mp4", "question": "When?", "groundtruth": [[0.0, 1.0]]})
     bad_ann = tmp_path / "bad.json"
     bad_ann.write_text(json.dumps(items))
-    cfg = eval_cfg(tmp_path / "run", bad_ann, tmp_path / "videos", kind="tvg", max_new_tokens=8)
-    metrics = evaluate(cfg)
+    cfg = eval_cfg(tmp_path / "run", bad_ann, tmp_path / "videos", kind="tvg")
+    metrics = evaluate(cfg, backend=backend)
     assert metrics["n"] == 3
     lines = {r["item_id"]: r for r in read_jsonl(tmp_path / "run" / "predictions.jsonl")}
     assert set(lines) == {"0", "1", "2"}
@@ -122,11 +133,19 @@ def test_undecodable_video_is_recorded_as_wrong(bench, tmp_path):
     assert "error" not in lines["0"] and "error" not in lines["2"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["settings"]["n_errors"] == 1
 
-    cfg_fail = eval_cfg(tmp_path / "run_fail", bad_ann, tmp_path / "videos", kind="tvg",
-                        max_new_tokens=8)
+    cfg_fail = eval_cfg(tmp_path / "run_fail", bad_ann, tmp_path / "videos", kind="tvg")
     cfg_fail.video.on_failure = "fail"
     with pytest.raises(VideoError):
-        evaluate(cfg_fail)
+        evaluate(cfg_fail, backend=backend)
+
+    # the video gets fixed: a resumed run retries only the failed item and its new line wins
+    (tmp_path / "videos" / "broken.mp4").write_bytes((vroot / items[0]["video"]).read_bytes())
+    evaluate(cfg, backend=backend)
+    raw = read_jsonl(tmp_path / "run" / "predictions.jsonl")
+    assert sorted(r["item_id"] for r in raw) == ["0", "1", "1", "2"]
+    final = {r["item_id"]: r for r in read_predictions(tmp_path / "run" / "predictions.jsonl")}
+    assert "error" not in final["1"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["settings"]["n_errors"] == 0
 
 
 def test_limit_and_bad_config(bench, tmp_path):
@@ -148,3 +167,35 @@ def test_question_templates():
     q = eval_question("stage1", "When is the red square visible?")
     assert q == TEMPLATES["stage1"].replace("{problem}", "When is the red square visible?")
     assert eval_question("Q: {problem}!", "x") == "Q: x!"
+
+
+def test_vllm_backend_missing_gives_one_clear_error(bench, tmp_path):
+    from museg.eval.runner import make_backend
+    from museg.eval.vllm_backend import VLLMUnavailableError
+
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed; the gpu test covers it")
+    except ImportError:
+        pass
+    root, ann, vroot, _, _ = bench
+    cfg = eval_cfg(tmp_path / "r", ann, vroot, backend="vllm")
+    with pytest.raises(VLLMUnavailableError, match="eval.backend=vllm needs vllm") as e:
+        make_backend(cfg)
+    assert "\n" not in str(e.value) and "eval.backend=hf" in str(e.value)
+
+
+@pytest.mark.gpu
+def test_vllm_backend_greedy_on_gpu(bench, tmp_path):
+    pytest.importorskip("vllm")
+    root, ann, vroot, _, _ = bench
+    cfg = eval_cfg(tmp_path / "vllm", ann, vroot, kind="tvg", backend="vllm", limit=3,
+                   max_new_tokens=16)
+    cfg.model.dtype = "bfloat16"
+    metrics = evaluate(cfg)
+    assert metrics["n"] == 3
+    lines = read_jsonl(tmp_path / "vllm" / "predictions.jsonl")
+    assert [r["item_id"] for r in lines] == ["0", "1", "2"]
+    assert all(isinstance(r["output"], str) for r in lines)

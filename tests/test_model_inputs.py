@@ -48,7 +48,8 @@ def test_prompt_text_has_one_video_and_generation_prompt(loaded):
 
 
 @pytest.mark.parametrize(
-    ("t", "h", "w", "fps"), [(8, 56, 84, 2.0), (4, 112, 112, 0.5), (6, 28, 56, 1.998), (2, 84, 28, 30.0)]
+    ("t", "h", "w", "fps"),
+    [(8, 56, 84, 2.0), (4, 112, 112, 0.5), (6, 28, 56, 1.998), (2, 84, 28, 30.0)],
 )
 def test_grid_fps_and_token_count_single(loaded, t, h, w, fps):
     proc = loaded[1]
@@ -64,7 +65,9 @@ def test_grid_fps_and_token_count_single(loaded, t, h, w, fps):
 def test_batch_of_two_sizes_and_tuple_input(loaded):
     proc = loaded[1]
     texts = [build_prompt_text(proc, "first"), build_prompt_text(proc, "second question")]
-    out = build_video_inputs(proc, texts, [(_frames(8, 56, 84), 2.0), _decoded(_frames(4, 112, 112), 1.0)])
+    out = build_video_inputs(
+        proc, texts, [(_frames(8, 56, 84), 2.0), _decoded(_frames(4, 112, 112), 1.0)]
+    )
     assert out["video_grid_thw"].tolist() == [[4, 4, 6], [2, 8, 8]]
     torch.testing.assert_close(out["second_per_grid_ts"], torch.tensor([1.0, 2.0]))
     counts = (out["input_ids"] == proc.video_token_id).sum(1).tolist()
@@ -77,7 +80,9 @@ def test_frames_are_neither_resized_nor_resampled(loaded):
     """Frame k is constant 10*k: each patch row must hold exactly frames 2t and 2t+1, normalized."""
     proc = loaded[1]
     t, h, w = 8, 56, 84
-    frames = (torch.arange(t, dtype=torch.uint8) * 10).view(t, 1, 1, 1).expand(t, 3, h, w).contiguous()
+    frames = (
+        (torch.arange(t, dtype=torch.uint8) * 10).view(t, 1, 1, 1).expand(t, 3, h, w).contiguous()
+    )
     out = build_video_inputs(proc, [build_prompt_text(proc, "Q")], [(frames, 2.0)])
     rows = out["pixel_values_videos"].view(t // 2, -1, 3, 2, 14, 14)  # [grid_t, hw, C, T, p, p]
     for gt in range(t // 2):
@@ -96,8 +101,11 @@ def test_time_positions_follow_sample_fps(loaded):
     for fps in (2.0, 0.5):
         out = build_video_inputs(proc, [build_prompt_text(proc, "Q")], [(_frames(8, 28, 28), fps)])
         pos, _ = model.model.get_rope_index(
-            out["input_ids"], out["mm_token_type_ids"], video_grid_thw=out["video_grid_thw"],
-            second_per_grid_ts=out["second_per_grid_ts"], attention_mask=out["attention_mask"],
+            out["input_ids"],
+            out["mm_token_type_ids"],
+            video_grid_thw=out["video_grid_thw"],
+            second_per_grid_ts=out["second_per_grid_ts"],
+            attention_mask=out["attention_mask"],
         )
         vid = out["input_ids"][0] == proc.video_token_id
         temporal = pos[0, 0, vid]
@@ -124,13 +132,17 @@ def test_bad_frames_raise_clear_errors(loaded, frames, fps, match):
 def test_object_without_plan_is_rejected(loaded):
     proc = loaded[1]
     with pytest.raises(VideoInputError, match="sample_fps"):
-        build_video_inputs(proc, [build_prompt_text(proc, "Q")], [SimpleNamespace(frames=_frames(4, 28, 28))])
+        build_video_inputs(
+            proc, [build_prompt_text(proc, "Q")], [SimpleNamespace(frames=_frames(4, 28, 28))]
+        )
 
 
 def test_expand_inputs_keeps_each_rows_video(loaded):
     model, proc = loaded
     texts = [build_prompt_text(proc, "a much longer first question"), build_prompt_text(proc, "b")]
-    inputs = build_video_inputs(proc, texts, [(_frames(4, 56, 84, 1), 2.0), (_frames(2, 28, 56, 2), 1.0)])
+    inputs = build_video_inputs(
+        proc, texts, [(_frames(4, 56, 84, 1), 2.0), (_frames(2, 28, 56, 2), 1.0)]
+    )
     big = expand_inputs(inputs, 3, proc)
     assert big["input_ids"].shape[0] == 6
     assert big["video_grid_thw"].tolist() == [[2, 4, 6]] * 3 + [[1, 2, 4]] * 3

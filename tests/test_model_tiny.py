@@ -74,11 +74,23 @@ def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
     assert os.stat(path / "model.safetensors").st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp dirs left behind
     assert model_path_from_cfg({"name": "tiny", "path": None, "seed": 3}) == str(path)
+    other = model_path_from_cfg({"name": "tiny", "seed": 3}, cache_dir=tmp_path / "c2")
+    assert other == str((tmp_path / "c2" / path.name).resolve())
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     with pytest.raises(FileExistsError, match="not a complete"):
         build_tiny_model(broken)
+
+
+def test_concurrent_builds_share_one_directory(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = tmp_path / "shared"
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: build_tiny_model(target, seed=0), range(2)))
+    assert paths == [target.resolve()] * 2 and (target / MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
 
 
 def test_from_pretrained_round_trip(tiny_dir, tmp_path):
@@ -88,7 +100,9 @@ def test_from_pretrained_round_trip(tiny_dir, tmp_path):
     assert type(proc.video_processor).__name__ == "Qwen2VLVideoProcessor"
     saved = load_file(tiny_dir / "model.safetensors")
     # hub layout of real Qwen2.5-VL checkpoints (what vLLM and older transformers load)
-    assert {"model.embed_tokens.weight", "visual.merger.mlp.0.weight", "lm_head.weight"} <= set(saved)
+    assert {"model.embed_tokens.weight", "visual.merger.mlp.0.weight", "lm_head.weight"} <= set(
+        saved
+    )
     model.save_pretrained(tmp_path)
     resaved = load_file(tmp_path / "model.safetensors")
     assert saved.keys() == resaved.keys()
@@ -105,7 +119,8 @@ def test_from_pretrained_round_trip(tiny_dir, tmp_path):
     assert vision.out_hidden_size == text.hidden_size
     assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
     assert model.generation_config.eos_token_id == [
-        tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+        tok.convert_tokens_to_ids("<|im_end|>"),
+        tok.convert_tokens_to_ids("<|endoftext|>"),
     ]
 
 
@@ -115,7 +130,7 @@ def test_tokenizer_round_trip_and_special_tokens(loaded):
     assert tok.decode(tok(text)["input_ids"]) == text
     ids = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     assert ids == list(range(len(tok) - len(SPECIAL_TOKENS), len(tok)))  # Qwen order, at the end
-    for t, i in zip(SPECIAL_TOKENS, ids):
+    for t, i in zip(SPECIAL_TOKENS, ids, strict=True):
         assert tok(t)["input_ids"] == [i]
         assert tok(f"a{t}b")["input_ids"][1:-1] == [i]
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
@@ -131,7 +146,9 @@ def test_chat_template_renders_video_and_generation_prompt(loaded):
         "<|im_end|>\n<|im_start|>assistant\n"
     )
     custom = build_prompt_text(proc, "Q", system_prompt="Be brief.")
-    assert custom.startswith("<|im_start|>system\nBe brief.<|im_end|>\n") and "helpful" not in custom
+    assert (
+        custom.startswith("<|im_start|>system\nBe brief.<|im_end|>\n") and "helpful" not in custom
+    )
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     out = proc.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
     assert out.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n")
@@ -143,7 +160,9 @@ def test_forward_with_video_sdpa_and_eager_agree(tiny_dir, loaded):
     assert model.config._attn_implementation == "sdpa"
     assert eager.config._attn_implementation == "eager"
     texts = [build_prompt_text(proc, "Find the jumps."), build_prompt_text(proc, "Q")]
-    inputs = build_video_inputs(proc, texts, [(_video(8, 56, 84), 2.0), (_video(4, 112, 112, 1), 1.0)])
+    inputs = build_video_inputs(
+        proc, texts, [(_video(8, 56, 84), 2.0), (_video(4, 112, 112, 1), 1.0)]
+    )
     labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
     with torch.no_grad():
         out = model(**inputs, labels=labels)
@@ -155,15 +174,22 @@ def test_forward_with_video_sdpa_and_eager_agree(tiny_dir, loaded):
 
 
 def test_lora_frozen_vision_and_checkpointing(tiny_dir):
-    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0,
-            "target_modules": ["q_proj", "v_proj", "gate_proj"]}
+    lora = {
+        "enabled": True,
+        "r": 4,
+        "alpha": 8,
+        "dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj", "gate_proj"],
+    }
     model, proc = load_model_and_processor(
         tiny_dir, dtype="float32", attention="eager", gradient_checkpointing=True, lora=lora
     )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
     assert not any(p.requires_grad for p in vision_tower(model).parameters())
-    assert any(getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().modules())
+    assert any(
+        getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().modules()
+    )
     inputs = build_video_inputs(proc, [build_prompt_text(proc, "Q")], [(_video(), 2.0)])
     model.train()
     loss = model(**inputs, labels=inputs["input_ids"], use_cache=False).loss

@@ -222,13 +222,27 @@ LOCAL_TABLE = [
     ("5-5", [[0, 10]], 0.0, "s == e"),
     ("0-inf", [[0, 10]], 0.0, "inf - inf = NaN -> 0 (reference: NaN)"),
     ("0-5", [[10, 5]], 0.0, "union 0 -> ZeroDivisionError -> 0"),
-    ("0-5", [[10, 0]], 0.0, "reversed truth: reference -0.5, clamped to 0"),
+    # union = -10 + 5 - 0 = -5, enclosure = 5: (1 + 0 - (5 + 5) / 5) / 2
+    ("0-5", [[10, 0]], -0.5, "reversed truth: -0.5 like the reference"),
+    ("10-20", [[38, 13]], (1 + 0 / -15 - (10 + 15) / 10) / 2, "real stage-2 truth [38, 13]"),
 ]
 
 
 @pytest.mark.parametrize("answer,gt,expected,why", LOCAL_TABLE, ids=[r[3] for r in LOCAL_TABLE])
 def test_local_table(answer, gt, expected, why):
     assert loc(f"<answer>{answer}</answer>", gt) == pytest.approx(expected, abs=1e-12)
+
+
+def test_invalid_truth_kept_like_reference_but_strict_clamps():
+    assert loc("<answer>10-20</answer>", [[38, 13]]) == -0.75
+    assert loc("<answer>10-20</answer>", [[38, 13]], strict=True) == 0.0
+    # overlapping truth counts the overlap per pair: r_G above 1, as in the reference
+    over = glob("<answer>0-1574</answer>", [[0, 1622], [0, 57]])
+    assert over == pytest.approx(f1(1574 + 57, 1574, 1622 + 57), abs=1e-12) and over > 1
+    assert glob("<answer>0-1574</answer>", [[0, 1622], [0, 57]], strict=True) == 1.0
+    # zero-length truth (also in the real data) is valid input in the default mode
+    assert glob("<answer>0-12.64 23.61-32.6</answer>", [[0.0, 12.64], [23.61, 32.6], [32.6, 32.6]]) \
+        == pytest.approx(f1(12.64 + 8.99, 12.64 + 8.99, 12.64 + 8.99), abs=1e-9)
 
 
 def test_local_hand_values():

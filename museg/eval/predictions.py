@@ -39,6 +39,7 @@ __all__ = [
     "finished_ids",
     "detect_format",
     "load_prediction_file",
+    "records_in_order",
 ]
 
 _ANSWER_RE = re.compile(r"<answer>(.*)</answer>", re.DOTALL)
@@ -110,16 +111,19 @@ def repair_predictions(path: str | os.PathLike) -> int:
 
 
 def read_predictions(path: str | os.PathLike, dedupe: bool = True) -> list[dict]:
-    """Records of our ``predictions.jsonl``; a torn last line is ignored, duplicates keep the first.
+    """Records of our ``predictions.jsonl``, one per item id in first-seen order.
 
-    A malformed line that is not the last one raises :class:`PredictionFormatError`.
+    Duplicates keep the first record without an ``error`` field (an item whose video failed is
+    retried on resume and may then have a later, successful line); if every line of an id has an
+    error, the last one is kept. A torn last line is ignored; a malformed line elsewhere raises
+    :class:`PredictionFormatError`.
     """
     path = Path(path)
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").split("\n")
     records: list[dict] = []
-    seen: set[str] = set()
+    where: dict[str, int] = {}
     for no, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -134,16 +138,20 @@ def read_predictions(path: str | os.PathLike, dedupe: bool = True) -> list[dict]
             raise PredictionFormatError(f"{path}:{no}: field `item_id` missing; not a museg "
                                         "predictions line")
         key = str(rec["item_id"])
-        if dedupe and key in seen:
+        if dedupe and key in where:
+            if records[where[key]].get("error"):
+                records[where[key]] = rec
             continue
-        seen.add(key)
+        where[key] = len(records)
         records.append(rec)
     return records
 
 
-def finished_ids(path: str | os.PathLike) -> set[str]:
-    """Item ids already present in ``path`` (empty if the file does not exist)."""
-    return {str(r["item_id"]) for r in read_predictions(path)}
+def finished_ids(path: str | os.PathLike, retry_errors: bool = True) -> set[str]:
+    """Item ids already predicted in ``path``; with ``retry_errors`` ids whose only records carry
+    an ``error`` (undecodable video) do not count as finished, so a resumed run retries them."""
+    return {str(r["item_id"]) for r in read_predictions(path)
+            if not (retry_errors and r.get("error"))}
 
 
 def detect_format(data: Any) -> str:

@@ -23,19 +23,30 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from museg.eval.predictions import PredictionWriter, extract_answer, read_predictions
+from museg.eval.predictions import (
+    PredictionWriter,
+    extract_answer,
+    finished_ids,
+    read_predictions,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalError", "evaluate", "load_eval_items", "eval_question", "eval_video_spec",
            "make_backend", "HFBackend", "cfg_get"]
+
+
+#: Abort when this many videos failed before any decoded (a wrong video root, a broken decoder).
+_ABORT_AFTER_FAILURES = 8
 
 
 class EvalError(RuntimeError):
@@ -233,60 +244,115 @@ def _batches(items: Sequence, size: int) -> list[list]:
     return [list(items[i: i + size]) for i in range(0, len(items), size)]
 
 
+class _Loader:
+    """Decodes the videos of upcoming batches in one background thread (``video.prefetch`` batches
+    ahead) so decoding overlaps generation. Only that thread touches the FrameCache while a batch
+    is generated, so the cache needs no locking; consecutive items on one video hit the cache."""
+
+    def __init__(self, cfg: Any, run_dir: Path, batches: list[list]) -> None:
+        from museg.data.video import FrameCache, VideoError
+
+        self.error_types = (VideoError, ValueError)  # ValueError: a video the planner rejects
+        self.spec = eval_video_spec(cfg)
+        self.backend = cfg_get(cfg, "video.backend", "torchcodec")
+        self.timeout = cfg_get(cfg, "video.decode_timeout_s")
+        disk = None
+        if cfg_get(cfg, "video.cache.disk", False):
+            disk = Path(cfg_get(cfg, "paths.cache_dir", str(run_dir / "cache"))) / "frames"
+        self.cache = FrameCache(memory_items=int(cfg_get(cfg, "video.cache.memory_items", 8)),
+                                disk_dir=disk)
+        self.batches = batches
+        self.ahead = max(0, int(cfg_get(cfg, "video.prefetch", 2)))
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="eval-decode") if self.ahead else None
+        self.pending: deque[Future] = deque()
+        self.next = 0
+
+    def _load(self, batch: list) -> list:
+        out: list = []
+        for it in batch:
+            try:
+                out.append(self.cache.get(it.video_path, self.spec, backend=self.backend,
+                                          timeout_s=self.timeout))
+            except self.error_types as e:
+                out.append(e)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[list, list]]:
+        for batch in self.batches:
+            if self.pool is None:
+                yield batch, self._load(batch)
+                continue
+            while self.next < len(self.batches) and len(self.pending) <= self.ahead:
+                self.pending.append(self.pool.submit(self._load, self.batches[self.next]))
+                self.next += 1
+            yield batch, self.pending.popleft().result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
                   run_dir: Path) -> tuple[float, Backend | None]:
     """Predict every unfinished item, appending to ``run_dir/predictions.jsonl``.
 
     Returns (seconds spent, the backend used or ``None`` when nothing was left to do).
     """
-    from museg.data.video import FrameCache, VideoError
-
     pred_path = run_dir / "predictions.jsonl"
-    done = {str(r["item_id"]) for r in read_predictions(pred_path)}
+    done = finished_ids(pred_path)  # items whose video failed before are retried
     todo = [it for it in items if it.item_id not in done]
-    spec = eval_video_spec(cfg)
-    decode_backend = cfg_get(cfg, "video.backend", "torchcodec")
-    timeout = cfg_get(cfg, "video.decode_timeout_s")
     on_failure = cfg_get(cfg, "video.on_failure", "replace")
-    disk = None
-    if cfg_get(cfg, "video.cache.disk", False):
-        disk = Path(cfg_get(cfg, "paths.cache_dir", str(run_dir / "cache"))) / "frames"
-    cache = FrameCache(memory_items=int(cfg_get(cfg, "video.cache.memory_items", 8)),
-                       disk_dir=disk)
     template = cfg_get(cfg, "eval.template")
     kind = cfg_get(cfg, "eval.kind")
     if todo and backend is None:
         backend = make_backend(cfg)
     t0 = time.perf_counter()
-    n_err = 0
+    n_err = n_ok = 0
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item", disable=None,
                desc=f"eval {cfg_get(cfg, 'eval.benchmark', '')}", dynamic_ncols=True)
-    with PredictionWriter(pred_path) as writer:
-        for batch in _batches(todo, cfg_get(cfg, "eval.batch_size", 4)):
-            ready, videos = [], []
-            for it in batch:
-                try:
-                    videos.append(cache.get(it.video_path, spec, backend=decode_backend,
-                                            timeout_s=timeout))
-                    ready.append(it)
-                except VideoError as e:
+    loader = _Loader(cfg, run_dir, _batches(todo, cfg_get(cfg, "eval.batch_size", 4)))
+    try:
+        with PredictionWriter(pred_path) as writer:
+            for batch, loaded in loader:
+                ready, videos = [], []
+                for it, video in zip(batch, loaded, strict=True):
+                    if not isinstance(video, BaseException):
+                        ready.append(it)
+                        videos.append(video)
+                        n_ok += 1
+                        continue
                     if on_failure == "fail":
-                        raise
+                        raise video
                     n_err += 1
+                    if n_ok == 0 and n_err >= _ABORT_AFTER_FAILURES:
+                        raise EvalError(
+                            f"the first {n_err} videos all failed to decode (last: "
+                            f"{it.video_path}: {video}); is paths.video_root right?") from video
                     log.error("item %s: video %s failed to decode (%s); recorded as wrong",
-                              it.item_id, it.video_path, e)
-                    writer.append(_record(it, kind, "", error=f"{type(e).__name__}: {e}"))
+                              it.item_id, it.video_path, video)
+                    writer.append(_record(it, kind, "", error=f"{type(video).__name__}: {video}"))
                     bar.update(1)
-            if ready:
-                outs = backend.generate([eval_question(template, it.question) for it in ready],
-                                        videos)
-                for it, out in zip(ready, outs, strict=True):
-                    writer.append(_record(it, kind, out))
-                    bar.update(1)
-    bar.close()
+                if ready:
+                    outs = backend.generate(
+                        [eval_question(template, it.question) for it in ready], videos)
+                    for it, out in zip(ready, outs, strict=True):
+                        writer.append(_record(it, kind, out))
+                        bar.update(1)
+    finally:
+        loader.close()
+        bar.close()
     if n_err:
         log.warning("%d item(s) had undecodable videos (see `error` in %s)", n_err, pred_path)
     return time.perf_counter() - t0, backend
+
+
+def _model_path_or_none(cfg: Any) -> str | None:
+    try:
+        from museg.model.load import model_path_from_cfg
+
+        return str(model_path_from_cfg(cfg.model))
+    except Exception:  # provenance only: never fail a finished run for it
+        return cfg_get(cfg, "model.path")
 
 
 def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
@@ -324,10 +390,15 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     records = [recs[i] for i in ids]
     kind = cfg_get(cfg, "eval.kind")
     metrics = compute_metrics(kind, records, subset=None)
-    model_path = backend.model_path if backend is not None else None
+    model_path = backend.model_path if backend is not None else _model_path_or_none(cfg)
     settings = collect_settings(cfg, model_path=model_path, video_spec=spec)
     settings["inference_seconds_this_run"] = round(seconds, 3)
-    settings["n_errors"] = sum(1 for r in records if r.get("error"))
+    settings["n_errors"] = n_err = sum(1 for r in records if r.get("error"))
+    max_frac = float(cfg_get(cfg, "video.max_failure_fraction", 0.05))
+    if n_err > max_frac * len(records):
+        log.error("%d of %d items (> video.max_failure_fraction=%s) have undecodable videos and "
+                  "score 0; see `error` in %s (rerun to retry them)", n_err, len(records),
+                  max_frac, pred_path)
     write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
     return metrics
 

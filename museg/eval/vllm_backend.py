@@ -59,18 +59,19 @@ class VLLMBackend:
         self.model_path = str(model_path_from_cfg(cfg.model))
         self.processor = AutoProcessor.from_pretrained(self.model_path)
         dtype = cfg_get(cfg, "model.dtype", "bfloat16")
-        self.llm = vllm.LLM(
+        llm_kwargs: dict[str, Any] = dict(
             model=self.model_path,
             dtype=dtype,
             seed=int(cfg_get(cfg, "seed", 0)),
-            max_model_len=int(cfg_get(cfg, "eval.vllm_max_model_len", 128000)),
             max_num_seqs=int(cfg_get(cfg, "eval.batch_size", 4)),
-            gpu_memory_utilization=float(cfg_get(cfg, "rollout.gpu_memory_utilization", 0.9)
-                                         if cfg_get(cfg, "eval.gpu_memory_utilization") is None
-                                         else cfg_get(cfg, "eval.gpu_memory_utilization")),
+            # evaluation has the GPU to itself (rollout.gpu_memory_utilization is for training)
+            gpu_memory_utilization=float(cfg_get(cfg, "eval.gpu_memory_utilization", 0.9)),
             tensor_parallel_size=int(cfg_get(cfg, "rollout.tensor_parallel_size", 1)),
             limit_mm_per_prompt={"video": 1},
         )
+        if cfg_get(cfg, "eval.max_model_len") is not None:  # else vLLM derives it from the model
+            llm_kwargs["max_model_len"] = int(cfg_get(cfg, "eval.max_model_len"))
+        self.llm = vllm.LLM(**llm_kwargs)
         do_sample = bool(cfg_get(cfg, "eval.do_sample", False))
         self.sampling = vllm.SamplingParams(
             temperature=float(cfg_get(cfg, "train.temperature", 1.0)) if do_sample else 0.0,
@@ -87,7 +88,10 @@ class VLLMBackend:
             requests.append({
                 "prompt": build_prompt_text(self.processor, q),
                 "multi_modal_data": {"video": _frames_thwc(v)},
-                "mm_processor_kwargs": {"fps": float(v.plan.sample_fps)},
+                # frames are already planned and resized (multiples of 28): the processor must
+                # neither resize nor resample them; fps sets second_per_grid_ts
+                "mm_processor_kwargs": {"fps": float(v.plan.sample_fps), "do_resize": False,
+                                        "do_sample_frames": False},
             })
         outs = self.llm.generate(requests, sampling_params=self.sampling, use_tqdm=False)
         return [o.outputs[0].text for o in outs]

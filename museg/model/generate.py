@@ -51,7 +51,9 @@ def eos_token_ids(tokenizer) -> list[int]:
         if i is not None and i != tokenizer.unk_token_id and i not in ids:
             ids.append(int(i))
     if not ids:
-        raise ValueError("tokenizer has none of <|im_end|>, <|endoftext|> (fix: use a Qwen tokenizer)")
+        raise ValueError(
+            "tokenizer has none of <|im_end|>, <|endoftext|> (fix: use a Qwen tokenizer)"
+        )
     return ids
 
 
@@ -71,9 +73,12 @@ def truncate_at_eos(
     eos = torch.as_tensor(list(eos_ids), device=ids.device)
     is_eos_tok = torch.isin(ids, eos)
     is_eos = is_eos_tok.any(dim=1)
-    length = ids.shape[1]
-    first = torch.where(is_eos, is_eos_tok.int().argmax(dim=1), torch.full_like(is_eos, length, dtype=torch.long))
-    pos = torch.arange(length, device=ids.device).unsqueeze(0)
+    if ids.shape[1] == 0:
+        return ids.clone(), torch.zeros_like(ids, dtype=torch.long), is_eos
+    pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+    # index of the first EOS; rows without one keep everything
+    first = torch.where(is_eos_tok, pos, ids.shape[1]).min(dim=1).values
+    first = torch.where(is_eos, first, ids.shape[1])
     mask = (pos <= first.unsqueeze(1)).long()
     return ids.masked_fill(mask == 0, pad_id), mask, is_eos
 
@@ -160,10 +165,10 @@ def generate_completions(
             sequences = model.generate(**batch, generation_config=cfg)
     finally:
         model.train(was_training)
-    completions = sequences[:, prompt_ids.shape[1]:]
+    completions = sequences[:, prompt_ids.shape[1] :]
     ids, cmask, is_eos = truncate_at_eos(completions, cfg.eos_token_id, cfg.pad_token_id)
     texts = tokenizer.batch_decode(
-        [row[m.bool()] for row, m in zip(ids, cmask)], skip_special_tokens=True
+        [row[m.bool()] for row, m in zip(ids, cmask, strict=True)], skip_special_tokens=True
     )
     return Rollout(
         texts=texts,
@@ -176,9 +181,24 @@ def generate_completions(
     )
 
 
-def generate(model, processor, inputs, num_return_sequences: int, max_new_tokens: int,
-             do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0) -> list[str]:
+def generate(
+    model,
+    processor,
+    inputs,
+    num_return_sequences: int,
+    max_new_tokens: int,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> list[str]:
     """Contract alias: completion texts only (see ``generate_completions`` for ids and masks)."""
     return generate_completions(
-        model, processor, inputs, num_return_sequences, max_new_tokens, do_sample, temperature, top_p
+        model,
+        processor,
+        inputs,
+        num_return_sequences,
+        max_new_tokens,
+        do_sample,
+        temperature,
+        top_p,
     ).texts

@@ -70,7 +70,9 @@ def _unpack(video: Any, i: int) -> tuple[torch.Tensor, float]:
         raise VideoInputError(f"videos[{i}].frames: expected uint8 tensor [T,C,H,W], got {desc}")
     t, c, h, w = frames.shape
     if c != 3:
-        raise VideoInputError(f"videos[{i}].frames: expected 3 channels at dim 1 ([T,C,H,W]), got {c}")
+        raise VideoInputError(
+            f"videos[{i}].frames: expected 3 channels at dim 1 ([T,C,H,W]), got {c}"
+        )
     if t < 2 or t % 2 or h % 28 or w % 28:
         raise VideoInputError(
             f"videos[{i}].frames: shape {tuple(frames.shape)} needs T even >= 2 and H, W multiples of "

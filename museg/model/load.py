@@ -56,7 +56,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ValueError(f"model.dtype={dtype!r}: unknown dtype (fix: one of {sorted(set(DTYPES))})")
+        raise ValueError(
+            f"model.dtype={dtype!r}: unknown dtype (fix: one of {sorted(set(DTYPES))})"
+        )
     return DTYPES[key]
 
 
@@ -80,7 +82,9 @@ def check_model_path(path: str | os.PathLike) -> str:
     local = Path(text).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise ModelPathError(f"model.path={text}: directory has no config.json (fix: point to a checkpoint)")
+            raise ModelPathError(
+                f"model.path={text}: directory has no config.json (fix: point to a checkpoint)"
+            )
         return str(local)
     looks_local = text.startswith(("/", ".", "~")) or text.count("/") != 1
     if looks_local:
@@ -99,13 +103,21 @@ def check_model_path(path: str | os.PathLike) -> str:
     return text
 
 
-def model_path_from_cfg(model_cfg: Mapping[str, Any]) -> str:
-    """Checkpoint path for ``cfg.model``: ``tiny`` (name or path) builds/reuses the tiny model."""
-    name, path = model_cfg.get("name"), model_cfg.get("path")
-    if path == "tiny" or (name == "tiny" and not path):  # model.path=<dir> wins over the name
-        from museg.model.tiny import build_tiny_model
+def model_path_from_cfg(
+    model_cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None = None
+) -> str:
+    """Checkpoint path for ``cfg.model``: ``tiny`` (name or path) builds/reuses the tiny model.
 
-        return str(build_tiny_model(seed=int(model_cfg.get("seed", 0) or 0)))
+    The tiny model lives under ``cache_dir`` (e.g. ``cfg.paths.cache_dir``) when given, else under
+    ``$MUSEG_CACHE`` / ``~/.cache/museg``.
+    """
+    name, path = model_cfg.get("name"), model_cfg.get("path")
+    if name == "tiny" or path == "tiny":
+        from museg.model.tiny import build_tiny_model, tiny_dir_name
+
+        seed = int(model_cfg.get("seed", 0) or 0)
+        out = Path(cache_dir).expanduser() / tiny_dir_name(seed) if cache_dir else None
+        return str(build_tiny_model(out, seed=seed))
     if not path:
         raise ModelPathError(f"model.path is empty for model.name={name!r} (fix: set model.path)")
     return str(path)

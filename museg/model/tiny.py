@@ -125,7 +125,10 @@ def _write(tmp: Path, seed: int) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    eos = [
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    ]
     model.generation_config = GenerationConfig(
         bos_token_id=eos[1], eos_token_id=eos, pad_token_id=eos[1]
     )
@@ -135,15 +138,18 @@ def _write(tmp: Path, seed: int) -> dict:
     return {"seed": seed, "version": TINY_VERSION, "parameters": n_params}
 
 
+def tiny_dir_name(seed: int = 0) -> str:
+    """Directory name of a tiny build: ``tiny-qwen2.5-vl-seed{seed}-v{TINY_VERSION}``."""
+    return f"tiny-qwen2.5-vl-seed{seed}-v{TINY_VERSION}"
+
+
 def build_tiny_model(out_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Build (or reuse) the tiny checkpoint directory and return its path.
 
-    ``out_dir`` defaults to ``default_cache_root() / f"tiny-qwen2.5-vl-seed{seed}-v{TINY_VERSION}"``.
-    A directory holding the completion marker is reused as is.
+    ``out_dir`` defaults to ``default_cache_root() / tiny_dir_name(seed)``. A directory holding the
+    completion marker is reused as is.
     """
-    path = Path(out_dir) if out_dir is not None else (
-        default_cache_root() / f"tiny-qwen2.5-vl-seed{seed}-v{TINY_VERSION}"
-    )
+    path = Path(out_dir) if out_dir is not None else default_cache_root() / tiny_dir_name(seed)
     path = path.expanduser().resolve()
     if (path / MARKER).is_file():
         return path
@@ -158,9 +164,9 @@ def build_tiny_model(out_dir: str | os.PathLike | None = None, seed: int = 0) ->
         info = _write(tmp, seed)
         info["build_seconds"] = round(time.perf_counter() - start, 3)
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        if path.exists():
-            path.rmdir()  # empty directory left by a caller
         try:
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()  # empty directory left by a caller
             os.rename(tmp, path)
         except OSError:
             if not (path / MARKER).is_file():  # not a concurrent builder that won the race

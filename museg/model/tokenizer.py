@@ -87,7 +87,9 @@ _WORDS = (
     "dishes laptop laughing smiling talking dancing swimming riding bike ball basketball soccer tennis "
     "cricket shot pole vault long jump high diving golf swing billiards volleyball spike bowling "
     "grounding temporal multiple format enclose tags within inside inclusive exclusive duration total "
-    "seconds. minutes hour number numbers decimal decimals yes no true false none system user assistant"
+    "seconds. minutes hour number numbers decimal decimals yes no true false none system user assistant "
+    "first work through point moments say happens there final write one more separated spaces "
+    "example citing rely following exactly asks"
 ).split()
 
 _SENTENCES = (
@@ -100,6 +102,9 @@ _SENTENCES = (
     "format 'start time-end time' within the <answer> </answer> tags.",
     "For example: <answer>12.54-17.83</answer>.",
     "Please think about this question as if you were a human pondering deeply.",
+    "First work through the question inside <think></think>, citing timestamps in seconds.",
+    "Then write the final answer inside <answer></answer>: one or more segments, each as "
+    "'start-end' in seconds with two decimals, separated by spaces.",
 )
 
 

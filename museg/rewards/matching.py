@@ -14,11 +14,13 @@
 Both score 0 when ``<answer>``/``</answer>`` do not occur exactly once, a token does not parse, a
 value is negative or NaN, or ``s >= e``; any arithmetic failure (e.g. division by zero) gives 0.
 
-Deliberate deviation from the reference, reachable only with *invalid ground truth* (``s >= e``,
-non-finite) or a prediction end of ``inf``: a non-finite result is 0 and every result is clamped to
-[0, 1] (the reference could return NaN or e.g. -0.5 there). Valid inputs give the reference value.
-``strict=True`` additionally rejects tokens with more than two ``-`` parts, ``inf``, and ground
-truth with a segment that is not finite with ``s < e`` (score 0).
+Values: with valid, disjoint ground truth both rewards lie in [0, 1]. Like the reference, the
+default mode keeps its values for overlapping ground truth (overlap is counted per pair, so r_G can
+exceed 1) and for degenerate or reversed ground truth (r_L can be negative, e.g. -0.75 for truth
+``[38, 13]``, which occurs in the real stage-2 data). The one deliberate deviation: a non-finite
+result (NaN from ``inf - inf`` with a prediction end of ``inf``, or NaN ground truth) scores 0.
+``strict=True`` additionally rejects tokens with more than two ``-`` parts and ``inf``, scores 0
+when a ground-truth segment is not finite with ``s < e``, and clamps results to [0, 1].
 
 Usage (TRL style)::
 
@@ -88,11 +90,11 @@ def merge_segments(segments: Sequence[Sequence[float]]) -> list[list[float]]:
     return merged
 
 
-def _finish(value: float) -> float:
+def _finish(value: float, strict: bool) -> float:
     value = float(value)
     if not math.isfinite(value):
         return 0.0
-    return min(max(value, 0.0), 1.0)
+    return min(max(value, 0.0), 1.0) if strict else value
 
 
 def _as_list(gts: Any) -> list[Any]:
@@ -136,7 +138,7 @@ def global_matching_score(
                 overlap += max(0, min(m[1], g1) - max(m[0], g0))
         precision = overlap / (all_sel + _EPS)
         recall = overlap / (all_gt + _EPS)
-        return _finish(2 * precision * recall / (precision + recall + _EPS))
+        return _finish(2 * precision * recall / (precision + recall + _EPS), strict)
     except Exception:
         return 0.0
 
@@ -171,7 +173,7 @@ def local_matching_score(
             union = g1 - g0 + p1 - p0 - inter
             enclosure = max(g1, p1) - min(g0, p0)
             scores.append((1 + inter / union - (enclosure - union) / enclosure) / 2)
-        return _finish(sum(scores) / len(scores))
+        return _finish(sum(scores) / len(scores), strict)
     except Exception:
         return 0.0
 

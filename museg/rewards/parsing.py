@@ -251,6 +251,51 @@ def _wildcard_pattern(number: str) -> re.Pattern[str] | None:
         return None
 
 
+@functools.lru_cache(maxsize=65536)
+def _wildcard_pieces(number: str) -> tuple[tuple[str, int], ...] | None:
+    """``str(float)`` as (literal piece, offset) pairs around its ``.`` wildcards.
+
+    ``None`` when the text has other regex syntax (only ``+`` in ``1e+16`` and above): use ``re``.
+    """
+    if not number or "+" in number or number[0] == ".":
+        return None
+    pieces, offset = [], 0
+    for piece in number.split("."):
+        pieces.append((piece, offset))
+        offset += len(piece) + 1
+    return tuple(pieces)
+
+
+def _count_wildcard(think: str, number: str, limit: int) -> int:
+    """Non-overlapping leftmost matches of ``number`` used as a regex whose only syntax is ``.``
+    (any character, DOTALL). Same count as ``len(re.findall(number, think, re.DOTALL))``."""
+    pieces = _wildcard_pieces(number)
+    if pieces is None:
+        pattern = _wildcard_pattern(number)
+        if pattern is None:  # pragma: no cover
+            return 0
+        count = 0
+        for _ in pattern.finditer(think):
+            count += 1
+            if count >= limit:
+                break
+        return count
+    first, rest, size = pieces[0][0], pieces[1:], len(number)
+    last_start = len(think) - size
+    count, i = 0, 0
+    while True:
+        pos = think.find(first, i)
+        if pos < 0 or pos > last_start:
+            return count
+        if all(think.startswith(piece, pos + off) for piece, off in rest):
+            count += 1
+            if count >= limit:
+                return count
+            i = pos + size
+        else:
+            i = pos + 1
+
+
 @functools.lru_cache(maxsize=4096)
 def _literal_pattern(forms: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(f) for f in sorted(set(forms), key=len, reverse=True))
@@ -275,12 +320,9 @@ def count_timestamp_matches(
     >>> count_timestamp_matches("from 3 s", "3", 3.0, strict=True)
     1
     """
-    if strict:
-        pattern = _literal_pattern((written, str(value)))
-    else:
-        pattern = _wildcard_pattern(str(value))
-        if pattern is None:  # pragma: no cover
-            return 0
+    if not strict:
+        return _count_wildcard(think, str(value), limit)
+    pattern = _literal_pattern((written, str(value)))
     count = 0
     for _ in pattern.finditer(think):
         count += 1

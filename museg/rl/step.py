@@ -51,7 +51,7 @@ class StepContext:
     seed: int
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    generate: Callable[..., Any] | None = None  # rollout backend override (vLLM)
+    generate: Callable[..., Any] | None = None  # rollout backend override (vLLM, scripted)
 
 
 @dataclass
@@ -69,7 +69,7 @@ class PromptRollout:
     old_logps: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def _prompt_inputs(ctx: StepContext, item: PromptItem) -> tuple[str, Any]:
+def _prompt_inputs(ctx: StepContext, item: PromptItem) -> tuple[str, str, Any]:
     from museg.data.prompts import build_question
     from museg.model.inputs import build_prompt_text, build_video_inputs
 
@@ -83,7 +83,7 @@ def _prompt_inputs(ctx: StepContext, item: PromptItem) -> tuple[str, Any]:
             f"{getattr(item.sample, 'source', '?')}: prompt is {n} tokens (video included) > "
             f"train.max_prompt_length={limit} (fix: lower video.total_pixels / video.max_frames "
             f"or raise train.max_prompt_length; prompts are never truncated)")
-    return question, inputs
+    return question, text, inputs
 
 
 def rollout_step(ctx: StepContext, items: list[PromptItem], step: int) -> list[PromptRollout]:
@@ -97,12 +97,14 @@ def rollout_step(ctx: StepContext, items: list[PromptItem], step: int) -> list[P
     out = []
     for item in items:
         with ctx.timer.phase("inputs"):
-            question, inputs = _prompt_inputs(ctx, item)
+            question, text, inputs = _prompt_inputs(ctx, item)
+        extra = ({"prompt_text": text, "video": item.video, "sample": item.sample}
+                 if ctx.generate is not None else {})
         with ctx.timer.phase("rollout"), ctx.autocast():
             roll = gen(ctx.engine.module, ctx.processor, inputs, num_generations=g,
                        max_new_tokens=int(t.max_completion_length), do_sample=True,
                        temperature=float(t.temperature), top_p=float(t.top_p),
-                       seed=stable_seed(ctx.seed, "rollout", step, item.position))
+                       seed=stable_seed(ctx.seed, "rollout", step, item.position), **extra)
         with ctx.timer.phase("reward"):
             rewards = compute_rewards(
                 roll.texts, [item.sample.solution] * g, weights=dict(ctx.reward.weights),

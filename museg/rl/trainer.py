@@ -91,15 +91,11 @@ def load_train_samples(cfg: Any) -> list:
     from museg.data.annotations import load_train_jsonl
 
     data = cfg.data
-    synthetic = data.get("synthetic")
-    if synthetic:
-        from museg.data.synthetic import ensure_synthetic
+    if str(data.get("train_file")) == "generated":  # data=synthetic: generate once, cached
+        from museg.data.sources import materialize_synthetic
 
-        params = dict(synthetic)
-        paths = ensure_synthetic(cfg.paths.cache_dir, **params)
-        train_file, video_root = paths.train_file, paths.video_root
-    else:
-        train_file, video_root = data.train_file, cfg.paths.video_root
+        materialize_synthetic(cfg)
+    train_file, video_root = data.train_file, cfg.paths.video_root
     samples = load_train_jsonl(str(train_file), str(video_root),
                                on_bad_record=data.get("on_bad_record", "fail"))
     if data.get("task_filter"):
@@ -216,8 +212,15 @@ def _save_final(engine: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> dict:
-    """Run (or resume) GRPO training described by ``cfg``; returns a summary dict."""
+def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
+          rollout_fn: Callable[..., Any] | None = None) -> dict:
+    """Run (or resume) GRPO training described by ``cfg``; returns a summary dict.
+
+    ``on_step`` is called on every rank after each step with a :class:`StepRecord`.
+    ``rollout_fn`` replaces the rollout backend: same signature as
+    :func:`museg.model.generate.generate_completions` plus keyword arguments ``prompt_text``,
+    ``video`` and ``sample`` (tests and benchmarks script rollouts with it).
+    """
     t_start = time.perf_counter()
     owns_pg = not D.is_distributed()
     info = D.init_distributed()
@@ -278,7 +281,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> dict
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
         cuda and bool(t.get("bf16", True)) and not deepspeed) else contextlib.nullcontext
     vllm = None
-    if str(cfg.get("rollout", {}).get("backend", "hf")) == "vllm":
+    if rollout_fn is None and str(cfg.get("rollout", {}).get("backend", "hf")) == "vllm":
         from museg.rl.rollout_vllm import VLLMRollout
 
         vllm = VLLMRollout(cfg, model_path, processor, engine.module)
@@ -286,7 +289,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> dict
                       processor=processor, engine=engine,
                       reference=_reference_factory(cfg, ref, engine.module), timer=timer,
                       seed=seed, device=torch.device(info.device), autocast=autocast,
-                      generate=vllm)
+                      generate=rollout_fn or vllm)
 
     def save(step: int) -> Path | None:
         data = {"consumed": consumed, "global_batch": global_batch, "data_seed": int(t.data_seed),
@@ -375,6 +378,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> dict
     summary["history"] = list(logger.history)
     if vllm is not None:
         vllm.close()
+    clear_checkpoint_request()  # handled (or moot: the run finished)
     if owns_pg:
         D.cleanup_distributed()
     return summary

@@ -1,0 +1,150 @@
+"""What every launched museg process runs: ``run_job(cfg, task_fn)`` around the task dispatcher.
+
+``museg.run``'s Hydra task function calls ``run_job(cfg, dispatch)``; depending on where it runs:
+
+- **inside a submitit job** (``launcher=slurm`` / ``launcher=submitit_local``, one process per
+  task = per GPU): export torch.distributed variables from submitit's environment
+  (:func:`~museg.launch.environment.export_torch_distributed`), keep non-main ranks quiet, record
+  the job in ``run_dir/submitit_job.json``, and for ``task=train`` take over the pre-timeout
+  signal (:class:`~museg.launch.preemption.PreemptionHandler`): the trainer checkpoints at the next
+  step boundary and returns ``preempted``, then the job is requeued through submitit. An exception
+  on one rank of a multi-rank job exits that process with code 1 (instead of Hydra's catch-all
+  returning normally), so ``srun`` stops the step rather than leaving the other ranks hanging;
+- **launcher=local with launcher.nproc_per_node > 1** (and no ``WORLD_SIZE`` yet): spawn the ranks
+  (:func:`~museg.launch.local.launch_local`);
+- ``launcher.dry_run=true``: print what would run (:mod:`museg.launch.preview`), run nothing;
+- otherwise: ``task_fn(cfg)`` in this process (a plain run, or one rank started by torchrun).
+
+``launcher=slurm`` without ``-m`` would run on the login node: that is refused with the fix.
+
+Example::
+
+    from museg.launch.job import run_job
+    from museg.run import dispatch
+    result = run_job(cfg, dispatch)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LaunchError", "run_job", "SUBMITTING_LAUNCHERS"]
+
+log = logging.getLogger(__name__)
+
+# launcher choices whose Hydra launcher submits jobs (needs Hydra's multirun, `-m`)
+SUBMITTING_LAUNCHERS = ("slurm", "submitit_local")
+
+
+class LaunchError(SystemExit):
+    """A launch problem reported as one line (exit code 2), like the config errors."""
+
+    def __init__(self, message: str):
+        import sys
+
+        print(f"museg: launch error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+def _launcher(cfg: Any) -> Any:
+    return cfg.get("launcher") or {}
+
+
+def _requested_backend(cfg: Any) -> str:
+    return str(_launcher(cfg).get("dist_backend", "auto") or "auto")
+
+
+def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
+    """Run ``task_fn(cfg)`` the way ``cfg.launcher`` and the environment say (see module doc)."""
+    from museg.launch.environment import in_submitit_job
+
+    if in_submitit_job():
+        return run_submitit_task(cfg, task_fn)
+    launcher = _launcher(cfg)
+    name = str(launcher.get("name", "local"))
+    if launcher.get("dry_run"):
+        from museg.launch.preview import preview_from_cfg
+
+        print(preview_from_cfg(cfg))
+        return None
+    if name in SUBMITTING_LAUNCHERS:
+        raise LaunchError(f"launcher={name} submits jobs through Hydra's multirun, but this is a "
+                          f"single run (fix: add -m, e.g. python -m museg.run -m launcher={name} "
+                          "...; or launcher=local to run here)")
+    nproc = int(launcher.get("nproc_per_node", 1) or 1)
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from museg.launch.local import launch_local
+
+        log_file = None
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            hc = HydraConfig.get()
+            log_file = os.path.join(hc.runtime.output_dir, f"{hc.job.name}.log")
+        except ValueError:
+            pass
+        return launch_local(task_fn, cfg, nproc, backend=_requested_backend(cfg),
+                            log_file=log_file)
+    return task_fn(cfg)
+
+
+def _request_checkpoint_fn(cfg: Any) -> Callable[[], Any] | None:
+    """The trainer's checkpoint-request function for ``task=train``, else None."""
+    if str(cfg.get("task")) != "train":
+        return None
+    try:
+        from museg.rl.trainer import request_checkpoint
+    except ImportError as e:  # pragma: no cover - the trainer is part of the package
+        log.warning("no preemption support: %s", e)
+        return None
+    return request_checkpoint
+
+
+def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
+    """One submitit task: torch.distributed env, preemption handling, requeue when preempted."""
+    from museg.launch.environment import (
+        export_torch_distributed,
+        quiet_non_main_ranks,
+        write_job_record,
+    )
+    from museg.launch.preemption import PreemptionHandler
+
+    dist = export_torch_distributed()
+    quiet_non_main_ranks(dist.rank)
+    run_dir = cfg.get("run_dir")
+    if run_dir:
+        write_job_record(run_dir, dist, {"task": str(cfg.get("task"))})
+    log.info("submitit job %s: rank %d/%d (local %d, node %d/%d), master %s:%d", dist.job_id,
+             dist.rank, dist.world_size, dist.local_rank, dist.node, dist.num_nodes,
+             dist.master_addr, dist.master_port)
+    request = _request_checkpoint_fn(cfg)
+    handler = PreemptionHandler(request).install() if request is not None else None
+    owns_pg = False
+    try:
+        if dist.world_size > 1 and _requested_backend(cfg) != "auto":
+            from museg.rl import distributed as D
+
+            D.init_distributed(backend=_requested_backend(cfg))
+            owns_pg = True
+        try:
+            result = task_fn(cfg)
+        except Exception:
+            if dist.world_size > 1:
+                log.exception("rank %d failed; exiting with code 1 so the job step stops",
+                              dist.rank)
+                raise SystemExit(1) from None
+            raise
+    finally:
+        if owns_pg:
+            from museg.rl import distributed as D
+
+            D.cleanup_distributed()
+    if handler is not None:
+        if isinstance(result, dict) and result.get("preempted"):
+            handler.requeue()  # rank 0 exits here (requeued); other ranks return
+        else:
+            handler.uninstall()
+    return result

@@ -1,0 +1,252 @@
+"""``launcher.dry_run=true``: print the sbatch script and the per-task commands, submit nothing.
+
+For ``launcher=slurm`` the sbatch text is the one submitit would submit (rendered by submitit's
+own ``SlurmExecutor`` from the ``hydra.launcher`` parameters, a job array for a sweep), followed by
+one block per job: its overrides, its run directory and the command each task runs with its
+torch.distributed variables. For ``launcher=local`` it prints the per-rank commands and the
+equivalent ``torchrun`` line; for ``launcher=submitit_local`` the per-task commands.
+
+Wired into ``museg.run.main`` before Hydra starts (so nothing is submitted)::
+
+    from museg.launch.preview import maybe_preview
+    if maybe_preview(overrides, multirun=True):     # printed; launcher.dry_run was true
+        return
+
+Also usable directly::
+
+    print(preview(["launcher=slurm", "launcher.nodes=2", "model=7b"], multirun=True))
+    print(render_sbatch({"nodes": 2, "tasks_per_node": 8, "gpus_per_node": 8,
+                         "submitit_folder": "/runs/.submitit/%j"}))
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["JobSpec", "sweep_jobs", "compose_job", "render_sbatch", "preview", "maybe_preview",
+           "preview_from_cfg"]
+
+
+@dataclass
+class JobSpec:
+    """One job of a (possibly one-job) sweep, resolved when composed (run names are lazy)."""
+
+    overrides: list[str]
+    cfg: DictConfig  # the job config without the `hydra` node, resolved
+    launcher_params: dict[str, Any]  # hydra.launcher, resolved
+    sweep_dir: str
+
+    @property
+    def run_dir(self) -> str:
+        return str(self.cfg.run_dir)
+
+
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """Expand sweep overrides into one override list per job, in Hydra's (BasicSweeper) order.
+
+    >>> sweep_jobs(["model=7b", "reward.weights.format=0.5,1.0", "seed=1,2"])[1]
+    ['model=7b', 'reward.weights.format=0.5', 'seed=2']
+    >>> len(sweep_jobs(["a=1,2", "b=3,4,5"]))
+    6
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def compose_job(overrides: Sequence[str]) -> JobSpec:
+    """Compose one job's config the way Hydra will (with the ``hydra`` node, paths absolute)."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    from museg.config import absolutize_paths, register_schema
+    from museg.naming import register_resolvers, set_fallback_overrides
+    from museg.run import CONFIG_PATH, normalize_overrides
+
+    register_schema()
+    register_resolvers()
+    overrides = normalize_overrides(list(overrides))
+    set_fallback_overrides(overrides)
+    if CONFIG_PATH.startswith("pkg://"):
+        ctx = initialize_config_module(config_module="museg.conf", version_base="1.3")
+    else:
+        ctx = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
+    with ctx:
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    absolutize_paths(cfg)
+    # resolve now: ${museg.run_name:} reads the overrides of the job composed last
+    data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in ((k, cfg[k]) for k in cfg if k != "hydra")}
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    return JobSpec(overrides=overrides, cfg=OmegaConf.create(data),
+                   launcher_params=params,  # type: ignore[arg-type]
+                   sweep_dir=str(cfg.hydra.sweep.dir))
+
+
+def _executor(launcher_params: Mapping[str, Any]) -> Any:
+    """submitit's SlurmExecutor (minus its `srun` availability check) with these parameters."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    class PreviewSlurmExecutor(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    # like submitit's AutoExecutor (what the Hydra plugin uses): None means "not set"
+    params = {k: v for k, v in dict(launcher_params).items() if k != "_target_" and v is not None}
+    folder = str(params.pop("submitit_folder", "submitit/%j"))
+    max_num_timeout = int(params.pop("max_num_timeout", 0) or 0)
+    ex = PreviewSlurmExecutor(folder=folder, max_num_timeout=max_num_timeout)
+    ex.update_parameters(**ex._convert_parameters(params))
+    return ex
+
+
+def render_sbatch(launcher_params: Mapping[str, Any], n_jobs: int = 1) -> str:
+    """The sbatch script submitit writes for these ``hydra.launcher`` parameters.
+
+    ``n_jobs > 1`` renders the job array a sweep is submitted as (``--array=0-N%parallelism``).
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    ex = _executor(launcher_params)
+    params = dict(ex.parameters)
+    if n_jobs > 1:
+        params["map_count"] = n_jobs
+    return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+
+
+def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
+    """The job's overrides; ``per_task``: as one rank would be run by hand (launcher=local)."""
+    out = []
+    for o in spec.overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "launcher.dry_run" or (per_task and (key == "launcher" or key.startswith(
+                ("launcher.", "hydra.launcher", "hydra/launcher")))):
+            continue
+        out.append(o)
+    if per_task:
+        out.insert(0, "launcher=local")
+    return " ".join(shlex.quote(o) for o in out)
+
+
+def _slurm_text(jobs: list[JobSpec], multirun: bool) -> str:
+    params = jobs[0].launcher_params
+    nodes = int(params.get("nodes") or 1)
+    per_node = int(params.get("tasks_per_node") or 1)
+    world = nodes * per_node
+    lines = [f"# launcher=slurm dry run: {len(jobs)} job(s), {nodes} node(s) x {per_node} "
+             f"task(s) = world size {world}; nothing submitted.",
+             f"# sweep dir: {jobs[0].sweep_dir}"]
+    if not multirun:
+        lines.append("# (submitting needs Hydra's multirun: add -m)")
+    lines += ["", "# ---- sbatch script " + "-" * 60, render_sbatch(params, len(jobs)).rstrip(),
+              "# " + "-" * 78, ""]
+    master = "$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)"
+    for i, job in enumerate(jobs):
+        lines += [f"# job {i}" + (f" (array task {i})" if len(jobs) > 1 else ""),
+                  f"#   run dir:   {job.run_dir}",
+                  f"#   overrides: {_user_overrides(job)}",
+                  f"#   each of the {world} tasks (srun, one per GPU) runs the submitit pickle, "
+                  "i.e. the equivalent of:",
+                  f"RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE={world} "
+                  f"LOCAL_WORLD_SIZE={per_node} MASTER_ADDR={master} MASTER_PORT=<20000-60000, "
+                  f"from the job id> python -m museg.run {_user_overrides(job, per_task=True)}",
+                  ""]
+    return "\n".join(lines)
+
+
+def _local_text(jobs: list[JobSpec]) -> str:
+    from museg.launch.local import local_commands, resolve_backend
+
+    out = []
+    for i, job in enumerate(jobs):
+        n = int(job.cfg.launcher.nproc_per_node)
+        backend = str(job.cfg.launcher.get("dist_backend", "auto"))
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover
+            cuda = False
+        out += [f"# launcher=local dry run, job {i}: {n} process(es) on this machine "
+                f"({resolve_backend(backend, cuda)}); run dir {job.run_dir}"]
+        if n > 1:
+            out += local_commands(job.overrides, n)
+            out.append(f"# equivalent: torchrun --standalone --nproc-per-node {n} -m museg.run "
+                       f"{_user_overrides(job)}")
+        else:
+            out.append(f"python -m museg.run {_user_overrides(job)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _submitit_local_text(jobs: list[JobSpec]) -> str:
+    out = []
+    for i, job in enumerate(jobs):
+        params = job.launcher_params
+        n = int(params.get("tasks_per_node") or 1)
+        out += [f"# launcher=submitit_local dry run, job {i}: {n} task(s) started by a local "
+                f"submitit controller; logs in {params.get('submitit_folder')}",
+                f"#   run dir: {job.run_dir}",
+                f"{shlex.quote(sys.executable)} -u -m submitit.core._submit "
+                f"{shlex.quote(str(params.get('submitit_folder')))}   # = python -m museg.run "
+                f"{_user_overrides(job)}", ""]
+    return "\n".join(out)
+
+
+def preview(overrides: Sequence[str], multirun: bool = True) -> str:
+    """The dry-run text for these command-line overrides (sweeps expanded when ``multirun``)."""
+    jobs = [compose_job(o) for o in (sweep_jobs(overrides) if multirun else [list(overrides)])]
+    name = str(jobs[0].cfg.launcher.name)
+    if name == "slurm" or "SlurmLauncher" in str(jobs[0].launcher_params.get("_target_")):
+        return _slurm_text(jobs, multirun)
+    if name == "submitit_local":
+        return _submitit_local_text(jobs)
+    return _local_text(jobs)
+
+
+def maybe_preview(overrides: Sequence[str], multirun: bool) -> bool:
+    """Print the dry run and return True when the composed config has ``launcher.dry_run``."""
+    first = sweep_jobs(overrides)[0] if multirun else list(overrides)
+    if not bool(compose_job(first).cfg.launcher.get("dry_run", False)):
+        return False
+    print(preview(overrides, multirun))
+    return True
+
+
+def preview_from_cfg(cfg: Any) -> str:
+    """Dry-run text from inside a Hydra task function (fallback when main() did not intercept)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        hc = None
+    overrides = list(hc.overrides.task) if hc is not None else []
+    params = OmegaConf.to_container(hc.launcher, resolve=True) if hc is not None else {}
+    job = JobSpec(overrides=overrides, cfg=OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)),
+                  launcher_params=params,  # type: ignore[arg-type]
+                  sweep_dir=str(hc.sweep.dir) if hc is not None else "")
+    name = str(cfg.launcher.name)
+    if name == "slurm" and hc is not None:
+        return _slurm_text([job], multirun=False)
+    if name == "submitit_local" and hc is not None:
+        return _submitit_local_text([job])
+    return _local_text([job])
+
+
+def _main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
+    """``python -m museg.launch.preview [overrides]``: print the dry run of a sweep."""
+    print(preview(list(sys.argv[1:] if argv is None else argv), multirun=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
+

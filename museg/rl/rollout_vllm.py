@@ -1,0 +1,160 @@
+"""Colocated vLLM rollouts (``rollout.backend=vllm``): one vLLM engine per rank, same GPU as training.
+
+The engine is created with ``distributed_executor_backend='external_launcher'`` so every training
+rank owns its own engine (tensor parallel 1 by default) and generation needs no extra process.
+After every optimizer step :meth:`VLLMRollout.sync_weights` pushes the policy's weights into the
+engine (LoRA adapters merged first; ZeRO-3 parameters gathered one at a time) and resets the prefix
+cache, so rollouts always come from the current policy.
+
+Prompts go to vLLM as the chat-templated text (one ``<|video_pad|>`` placeholder) plus the already
+planned and resized frames ``[T, H, W, 3]`` with their sample fps, and a min/max pixel budget equal
+to the frame size so vLLM's processor keeps the plan's resolution. Completions come back as token
+ids cut at the first EOS, like :func:`museg.model.generate.generate_completions`.
+
+GPU only; vLLM is imported lazily and a missing install is a one-line error. Unverified on this
+project's CPU machines (see tests/test_trainer.py::test_vllm_rollout_gpu).
+
+Example::
+
+    roll = VLLMRollout(cfg, model_path, processor, policy)
+    out = roll(policy, processor, inputs, num_generations=8, max_new_tokens=1024,
+               temperature=1.0, top_p=1.0, seed=7, prompt_text=text, video=decoded)
+    roll.sync_weights(policy)           # after optimizer.step()
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["VLLMRollout", "VLLMNotInstalledError", "hf_to_vllm_names"]
+
+
+class VLLMNotInstalledError(ImportError):
+    """rollout.backend=vllm without vllm installed."""
+
+
+@dataclass
+class VLLMOutput:
+    texts: list[str]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise VLLMNotInstalledError(
+            "rollout.backend=vllm needs vLLM on a CUDA machine (fix: pip install 'museg[gpu]' or "
+            "use rollout=hf)") from e
+    return vllm
+
+
+def hf_to_vllm_names(named: Any) -> Any:
+    """Yield ``(name, tensor)`` with PEFT prefixes removed and LoRA tensors skipped.
+
+    >>> [n for n, _ in hf_to_vllm_names([("base_model.model.lm_head.base_layer.weight", 0),
+    ...                                  ("x.lora_A.default.weight", 0)])]
+    ['lm_head.weight']
+    """
+    for name, tensor in named:
+        if "lora_" in name:
+            continue
+        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        yield name, tensor
+
+
+class VLLMRollout:
+    """Callable with the signature of ``generate_completions`` (+ ``prompt_text``, ``video``)."""
+
+    def __init__(self, cfg: Any, model_path: str, processor: Any, policy: torch.nn.Module) -> None:
+        if not torch.cuda.is_available():
+            raise RuntimeError("rollout.backend=vllm needs CUDA (fix: rollout=hf on CPU)")
+        vllm = _import_vllm()
+        r = cfg.rollout
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        self.processor = processor
+        self._vllm = vllm
+        rank = int(os.environ.get("RANK", "0"))
+        self.llm = vllm.LLM(
+            model=str(model_path),
+            tensor_parallel_size=int(r.get("tensor_parallel_size", 1)),
+            gpu_memory_utilization=float(r.get("gpu_memory_utilization", 0.5)),
+            max_model_len=int(r.get("max_model_len", 8192)),
+            distributed_executor_backend="external_launcher",
+            dtype=str(cfg.model.get("dtype", "bfloat16")),
+            seed=rank,
+            limit_mm_per_prompt={"video": 1, "image": 0},
+            enable_prefix_caching=True,
+        )
+        self.sync_weights(policy)
+
+    def __call__(self, model: Any, processor: Any, inputs: Any, num_generations: int,
+                 max_new_tokens: int, do_sample: bool = True, temperature: float = 1.0,
+                 top_p: float = 1.0, seed: int | None = None, prompt_text: str | None = None,
+                 video: Any = None, **_: Any) -> VLLMOutput:
+        from museg.model.generate import eos_token_ids, truncate_at_eos
+
+        if prompt_text is None or video is None:
+            raise ValueError("VLLMRollout needs prompt_text and video (the trainer passes both)")
+        frames = video.frames.permute(0, 2, 3, 1).contiguous().numpy()  # [T, H, W, 3]
+        t, h, w, _ = frames.shape
+        meta = {"fps": float(video.plan.sample_fps), "total_num_frames": int(t),
+                "frames_indices": list(range(t)), "do_sample_frames": False}
+        request = {
+            "prompt": prompt_text,
+            "multi_modal_data": {"video": [(frames, meta)]},
+            "mm_processor_kwargs": {"min_pixels": h * w, "max_pixels": h * w,
+                                    "fps": float(video.plan.sample_fps)},
+        }
+        params = self._vllm.SamplingParams(
+            n=int(num_generations), temperature=float(temperature) if do_sample else 0.0,
+            top_p=float(top_p), top_k=-1, max_tokens=int(max_new_tokens),
+            seed=None if seed is None else int(seed) % (2**31))
+        out = self.llm.generate([request], params, use_tqdm=False)[0]
+        tok = processor.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos_token_ids(tok)[-1]
+        rows = [list(o.token_ids) or [pad] for o in out.outputs]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+        ids, mask, _ = truncate_at_eos(ids, eos_token_ids(tok), pad)
+        lengths = [len(r) for r in rows]
+        for i, n in enumerate(lengths):  # padding added here is not part of the completion
+            mask[i, n:] = 0
+        texts = tok.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
+                                 skip_special_tokens=True)
+        return VLLMOutput(texts=texts, completion_ids=ids, completion_mask=mask)
+
+    @torch.no_grad()
+    def sync_weights(self, policy: torch.nn.Module) -> None:
+        """Copy the current policy weights into the vLLM engine (all ranks call this)."""
+        merged = hasattr(policy, "merge_adapter")
+        if merged:
+            policy.merge_adapter()
+        try:
+            runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
+            target = runner.model
+            zero3 = any(hasattr(p, "ds_id") for p in policy.parameters())
+            for name, param in hf_to_vllm_names(policy.named_parameters()):
+                if zero3:
+                    import deepspeed
+
+                    with deepspeed.zero.GatheredParameters([param]):
+                        target.load_weights([(name, param.data)])
+                else:
+                    target.load_weights([(name, param.data)])
+            for name, buf in hf_to_vllm_names(policy.named_buffers()):
+                if "inv_freq" not in name:
+                    target.load_weights([(name, buf)])
+        finally:
+            if merged:
+                policy.unmerge_adapter()
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        del self.llm
+        torch.cuda.empty_cache()

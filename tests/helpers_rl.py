@@ -1,0 +1,150 @@
+"""Helpers for the trainer tests and benchmark: a compose-free tiny training config, a rollout that
+mixes HF samples with one correct answer per group (so rewards vary and the policy learns), and a
+worker for multi-process runs.
+
+``tiny_train_cfg(tmp_path, **overrides)``: overrides use ``__`` for nesting
+(``train__beta=0.0`` sets ``cfg.train.beta``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MUSEG_CACHE", str(REPO / ".cache" / "museg-test"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SYNTHETIC = {
+    "n_train_videos": 6, "n_heldout_videos": 1, "queries_per_video": 1, "seed": 0,
+    "size": [56, 56], "fps": 4, "duration_range": [4, 6], "n_colours": 2,
+    "event_range": [1.0, 2.0], "gap_range": [0.5, 1.0], "boundary_step": 0.5,
+}
+
+
+def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
+    """A complete ``task=train`` config for the tiny model on tiny synthetic videos (CPU, seconds)."""
+    from museg.data.prompts import STAGE1_TEMPLATE
+
+    tmp_path = Path(tmp_path)
+    base = {
+        "task": "train", "seed": 0, "experiment_name": "test", "run_name": "tiny",
+        "run_dir": str(tmp_path / "run"), "resume": "auto", "init_from": None,
+        "paths": {"data_root": str(tmp_path), "video_root": str(tmp_path / "videos"),
+                  "output_root": str(tmp_path), "cache_dir": os.environ["MUSEG_CACHE"]},
+        "model": {"name": "tiny", "path": "tiny", "dtype": "float32", "attention": "sdpa",
+                  "gradient_checkpointing": False, "freeze_vision": False, "seed": 0,
+                  "lora": {"enabled": False, "r": 8, "alpha": 16, "dropout": 0.0,
+                           "target_modules": ["q_proj", "v_proj"]}},
+        "stage": {"id": 1, "template": STAGE1_TEMPLATE},
+        "reward": {"weights": {"format": 1.0, "global_matching": 1.0, "local_matching": 1.0},
+                   "timestamp_aware": True, "strict": False},
+        "data": {"name": "synthetic", "train_file": "generated", "task_filter": None,
+                 "max_samples": None, "on_bad_record": "fail", "shuffle": True,
+                 "synthetic": dict(SYNTHETIC)},
+        "video": {"fps": 1.0, "max_frames": 4, "min_frames": 2, "min_pixels": 3136,
+                  "max_pixels": 3136, "total_pixels": 4 * 3136, "backend": "torchcodec",
+                  "decode_timeout_s": None, "cache": {"memory_items": 8, "disk": False},
+                  "on_failure": "replace", "max_failure_fraction": 0.5, "prefetch": 1},
+        "train": {"learning_rate": 1e-3, "beta": 0.04, "num_generations": 4,
+                  "max_completion_length": 8, "max_prompt_length": 4096,
+                  "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2,
+                  "num_train_epochs": 1, "max_steps": 2, "bf16": False, "save_steps": 1,
+                  "save_total_limit": 3, "data_seed": 42, "temperature": 1.0, "top_p": 1.0,
+                  "loss_type": "sequence", "scale_rewards": True, "num_iterations": 1,
+                  "epsilon_low": 0.2, "epsilon_high": 0.2, "lr_scheduler_type": "linear",
+                  "warmup_ratio": 0.0, "max_grad_norm": 1.0, "weight_decay": 0.0,
+                  "logging_steps": 1, "completions_every": 1, "forward_batch_size": None,
+                  "max_nonfinite_steps": 3, "deepspeed": None},
+        "rollout": {"backend": "hf", "gpu_memory_utilization": 0.5, "tensor_parallel_size": 1,
+                    "max_model_len": 8192},
+        "eval": {"annotation": None},
+        "wandb": {"mode": "disabled", "project": "museg-test", "entity": None, "group": "test",
+                  "job_type": "train", "tags": []},
+    }
+    cfg = OmegaConf.create(base)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return cfg
+
+
+def good_answer(solution: list[list[float]]) -> str:
+    """A completion that earns every reward for ``solution`` (timestamps cited in <think>)."""
+    segs = " ".join(f"{s:.2f}-{e:.2f}" for s, e in solution)
+    cites = " and ".join(f"from {s:.2f} to {e:.2f}" for s, e in solution)
+    return f"<think>The shape is visible {cites}.</think><answer>{segs}</answer>"
+
+
+def oracle_mix_rollout(model, processor, inputs, num_generations, max_new_tokens, do_sample=True,
+                       temperature=1.0, top_p=1.0, seed=None, prompt_text=None, video=None,
+                       sample=None, **_: Any):
+    """HF-sampled completions with the first one of each group replaced by a correct answer."""
+    from museg.model.generate import Rollout, eos_token_ids, generate_completions
+
+    roll = generate_completions(model, processor, inputs, num_generations, max_new_tokens,
+                                do_sample=do_sample, temperature=temperature, top_p=top_p,
+                                seed=seed)
+    tok = processor.tokenizer
+    text = good_answer(sample.solution)
+    good = tok(text, add_special_tokens=False)["input_ids"] + [eos_token_ids(tok)[0]]
+    width = max(len(good), roll.completion_ids.shape[1])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((num_generations, width), pad, dtype=torch.long)
+    mask = torch.zeros((num_generations, width), dtype=torch.long)
+    c = roll.completion_ids.shape[1]
+    ids[:, :c], mask[:, :c] = roll.completion_ids, roll.completion_mask
+    ids[0], mask[0] = pad, 0
+    ids[0, :len(good)] = torch.tensor(good)
+    mask[0, :len(good)] = 1
+    texts = [text] + list(roll.texts[1:])
+    return Rollout(texts=texts, completion_ids=ids, completion_mask=mask,
+                   prompt_ids=roll.prompt_ids, prompt_mask=roll.prompt_mask,
+                   is_eos=roll.is_eos, num_generations=num_generations)
+
+
+def history_by_step(summary: dict) -> dict[int, dict]:
+    return {int(h["step"]): h for h in summary["history"]}
+
+
+def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: str) -> None:
+    """torch.multiprocessing.spawn target: run train() as one rank, dump gathered step records."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from museg.rl.trainer import train
+
+    cfg = OmegaConf.create(cfg_yaml)
+    records = []
+
+    def on_step(rec):
+        records.append({"step": rec.step, "positions": rec.positions.tolist(),
+                        "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
+                        "advantages": rec.advantages.tolist(), "loss": rec.metrics["loss"],
+                        "grad_norm": rec.metrics["grad_norm"]})
+
+    train(cfg, on_step=on_step, rollout_fn=oracle_mix_rollout)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(records))
+
+
+def dist_primitives_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Spawn target: exercise init/shard/all_gather_cat/all_reduce_mean/broadcast on gloo."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from museg.rl import distributed as D
+
+    info = D.init_distributed(device="cpu")
+    mine = D.shard(list(range(6)), info.rank, info.world_size)
+    gathered = D.all_gather_cat(torch.tensor(mine, dtype=torch.float32) * 10)
+    mean = D.all_reduce_mean({"x": float(info.rank), "y": 1.0})
+    obj = D.broadcast_object({"id": f"from-{info.rank}"})
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(
+        {"info": [info.rank, info.world_size, info.device], "mine": mine,
+         "gathered": gathered.tolist(), "mean": mean, "obj": obj}))
+    D.cleanup_distributed()
