@@ -3,6 +3,7 @@ option, the registry (weights, totals, errors) and the TRL calling convention.""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -336,3 +337,48 @@ def test_reward_functions_from_cfg():
     assert strict[0][2]([A("")]) == [0.2]
     with pytest.raises(RewardConfigError, match="reward.weights: missing"):
         reward_functions_from_cfg({"timestamp_aware": True})
+
+
+# ------------------------------------------------------------------------- real annotations
+def _shared_data():
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("MUSEG_SHARED_DATA")
+    for cand in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared"
+                                                / "data" / "museg"]:
+        if (cand / "train" / "stage_1.jsonl").is_file():
+            return cand
+    pytest.skip("real MUSEG annotations not found (set MUSEG_SHARED_DATA)")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_real_training_solutions_as_answers(stage):
+    """Every real stage-1/2 ground truth, answered perfectly: format 1, r_L 1 and r_G ~1 where the
+    truth is valid and disjoint; the 7 degenerate/reversed truths still score without raising."""
+    import json
+
+    rows = [json.loads(line) for line in
+            (_shared_data() / "train" / f"stage_{stage}.jsonl").read_text().splitlines() if line]
+    texts, sols = [], []
+    for r in rows:
+        segs = [(float(s), float(e)) for s, e in r["solution"]]
+        think = " ".join(f"{s} to {e}" for s, e in segs)
+        texts.append(f"<think>{think}</think><answer>{' '.join(f'{s}-{e}' for s, e in segs)}"
+                     "</answer>")
+        sols.append(r["solution"])
+    out = compute_rewards(texts, sols, {"format": 1.0, "global_matching": 1.0,
+                                        "local_matching": 1.0})
+    assert len(out["total"]) == len(rows)
+    for i, sol in enumerate(sols):
+        valid = all(s < e for s, e in sol)
+        disjoint = all(a[1] <= b[0] for a, b in zip(sorted(sol), sorted(sol)[1:], strict=False))
+        if valid:
+            assert out["format"][i] in (1.0, 0.6)  # 0.6: a timestamp mentioned > 10 times
+            assert out["local_matching"][i] == pytest.approx(1.0, abs=1e-9)
+        else:
+            assert out["local_matching"][i] == 0.0 and out["global_matching"][i] == 0.0
+        if valid and disjoint:
+            assert 0.999 < out["global_matching"][i] < 1.0
+        assert math.isfinite(out["total"][i])
+    assert sum(v == 1.0 for v in out["format"]) > 0.99 * len(rows)

@@ -80,10 +80,17 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
 
         log_file = None
         try:
+            import json
+
             from hydra.core.hydra_config import HydraConfig
+            from omegaconf import OmegaConf
+
+            from museg.launch.tracking import CHOICES_ENV
 
             hc = HydraConfig.get()
             log_file = os.path.join(hc.runtime.output_dir, f"{hc.job.name}.log")
+            # spawned ranks have no Hydra runtime: pass the chosen groups on (wandb tags)
+            os.environ[CHOICES_ENV] = json.dumps(OmegaConf.to_container(hc.runtime.choices))
         except ValueError:
             pass
         return launch_local(task_fn, cfg, nproc, backend=_requested_backend(cfg),
@@ -142,9 +149,8 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
             from museg.rl import distributed as D
 
             D.cleanup_distributed()
-    if handler is not None:
-        if isinstance(result, dict) and result.get("preempted"):
-            handler.requeue()  # rank 0 exits here (requeued); other ranks return
-        else:
-            handler.uninstall()
+        if handler is not None:
+            handler.uninstall()  # back to submitit's handler (it stays known to `requeue`)
+    if handler is not None and isinstance(result, dict) and result.get("preempted"):
+        handler.requeue()  # rank 0: checkpoint() + requeue + exit; other ranks return
     return result

@@ -112,7 +112,7 @@ def model_path_from_cfg(
     ``$MUSEG_CACHE`` / ``~/.cache/museg``.
     """
     name, path = model_cfg.get("name"), model_cfg.get("path")
-    if name == "tiny" or path == "tiny":
+    if path == "tiny" or (name == "tiny" and not path):  # model.path=<dir> wins over the name
         from museg.model.tiny import build_tiny_model, tiny_dir_name
 
         seed = int(model_cfg.get("seed", 0) or 0)

@@ -255,7 +255,7 @@ def _decode_local(path: str, spec: Mapping[str, Any], backend: str, threads: int
                 raise VideoUnreadableError(path, f"frame size {tuple(raw.shape[-2:])} differs from "
                                                  f"the header's {(info.height, info.width)}")
             chunks.append(resize_frames(raw, plan.height, plan.width, mode))
-            pts_of.update(zip(idx, pts))
+            pts_of.update(zip(idx, pts, strict=True))
     except VideoError:
         raise
     except Exception as e:
