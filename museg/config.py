@@ -94,6 +94,8 @@ class RewardWeights:
     """Weight of global matching (F1 of merged predicted segments against the ground truth)."""
     local_matching: float = 1.0
     """Weight of local matching (mean (1 + GIoU) / 2 over index-paired segments)."""
+    segment_matching: float = 0.0
+    """Weight of the combined global + local reward (an alternative to the two above)."""
 
 
 @dataclass
@@ -316,6 +318,10 @@ class PreflightConfig:
     """train: scan data.train_file; eval: scan the benchmark annotation."""
     limit: int | None = None
     """Scan only the first N videos."""
+    workers: int = 1
+    """Videos checked in parallel (each in a killable decode worker)."""
+    duration_tolerance_s: float = 1.0
+    """Flag videos whose decoded duration differs from the annotation by more than this."""
 
 
 @dataclass

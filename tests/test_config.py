@@ -63,7 +63,7 @@ def test_stage1_recipe_matches_paper():
     assert (e.video.min_pixels, e.video.total_pixels) == (16 * 28 * 28, 3584 * 28 * 28)
     assert cfg.reward.timestamp_aware is True
     assert dict(cfg.reward.weights) == {"format": 1.0, "global_matching": 1.0,
-                                        "local_matching": 1.0}
+                                        "local_matching": 1.0, "segment_matching": 0.0}
     assert cfg.data.train_file.endswith("train/stage_1.jsonl")
     assert "timestamp" in cfg.stage.template and "<answer>" in cfg.stage.template
     assert "<think>" in cfg.stage.template and "{problem}" in cfg.stage.template

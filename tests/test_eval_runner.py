@@ -66,6 +66,10 @@ def test_grounding_end_to_end(bench, grounding_run):
     assert res["metrics"] == pytest.approx(metrics)
     assert res["settings"]["video"]["min_pixels"] == 12544
     assert res["settings"]["decoding"]["max_new_tokens"] == 16
+    # consecutive queries on one video reuse its frames: one decode per distinct video
+    n_videos = len({it["video"] for it in json.loads(ann.read_text())})
+    cache = res["settings"]["this_run"]["frame_cache"]
+    assert cache["misses"] == n_videos < 5 and cache["hits"] + cache["misses"] == 5
     assert Path(res["settings"]["model"]["path"], "config.json").is_file()  # the tiny model dir
     assert (run / "iou_hist.png").is_file() and (run / "recall_vs_threshold.png").is_file()
     assert "Charades-STA mIoU" in (run / "results.md").read_text()

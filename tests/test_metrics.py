@@ -195,3 +195,27 @@ def test_metrics_never_raise_on_odd_truth(gt, out):
     for kind in ("tvg", "tal"):
         m = grounding_metrics([gt], [out], kind)
         assert all(0.0 <= v <= 1.0 for k, v in m.items() if k != "n"), m
+
+
+@pytest.mark.parametrize("name,kind", [("charades_sta", "tvg"), ("thumos14", "tal"),
+                                       ("thumos15", "tal")])
+def test_real_benchmarks_perfect_answers(name, kind):
+    """The real evaluation ground truths given back as answers score 1 (0 when shifted away)."""
+    import json
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("MUSEG_SHARED_DATA")
+    roots = ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared" / "data"
+                                            / "museg"]
+    path = next((r / "eval" / f"{name}.json" for r in roots if (r / "eval" / f"{name}.json").is_file()),
+                None)
+    if path is None:
+        pytest.skip("real MUSEG evaluation annotations not found (set MUSEG_SHARED_DATA)")
+    gts = [e["groundtruth"] for e in json.loads(path.read_text())]
+    perfect = [ans(" ".join(f"{s}-{e}" for s, e in g)) for g in gts]
+    m = grounding_metrics(gts, perfect, kind)
+    assert m["n"] == len(gts)
+    assert all(v == 1.0 for k, v in m.items() if k != "n"), m
+    shifted = [ans(" ".join(f"{s + 1e4}-{e + 1e4}" for s, e in g)) for g in gts]
+    assert all(v == 0.0 for k, v in grounding_metrics(gts, shifted, kind).items() if k != "n")

@@ -69,7 +69,7 @@ def test_mixed_good_missing_broken(syn, tmp_path):
     paths, f, n_good = syn
     cfg = make_cfg(tmp_path / "run", f, paths.video_root)
     s = preflight(cfg)
-    assert (s["samples"], s["videos"], s["scanned"]) == (n_good + 3, 5, 5)
+    assert (s["samples"], s["samples_scanned"], s["videos"], s["scanned"]) == (n_good + 3,) * 2 + (5, 5)
     assert (s["ok"], s["missing"], s["broken"], s["timeout"]) == (3, 1, 1, 0)
     assert s["samples_affected"] == 3 and s["samples_over_max_prompt_length"] == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == s
@@ -140,7 +140,8 @@ def test_limit_and_eval_target_on_synthetic_config(tmp_path):
                                    "max_frames": None, "max_pixels": None}},
                    preflight={"target": "train", "limit": 2})
     s = preflight(cfg)
-    assert (s["videos"], s["scanned"], s["ok"], s["unscanned_videos"]) == (2, 2, 2, 1)
+    assert (s["videos"], s["scanned"], s["ok"], s["unscanned_videos"]) == (3, 2, 2, 1)
+    assert s["samples"] == 3 and s["samples_scanned"] == 2
     assert s["annotation"].endswith("train.jsonl")
     cfg.preflight.target = "eval"
     cfg.preflight.limit = None
@@ -164,9 +165,11 @@ def test_real_stage1_with_mostly_missing_videos(tmp_path):
                    data={"on_bad_record": "skip"}, preflight={"limit": 6})
     s = preflight(cfg)
     assert s["bad_records"] == 2 and s["samples"] == 5598
-    assert (s["scanned"], s["ok"], s["missing"]) == (6, 2, 4)
+    assert (s["scanned"], s["ok"], s["missing"], s["unscanned_videos"]) == (6, 2, 4, s["videos"] - 6)
+    assert 5000 < s["videos"] <= 5010
     rows = read_rows(tmp_path / "run" / MANIFEST)
     assert [r["video"] for r in rows[:2]] == [r["video"] for r in records]
+    assert s["samples_affected"] == sum(r["n_samples"] for r in rows if not r["ok"]) > 0
     # 8-second stand-ins for an 80 s video / a clip with a segment ending at 25.3 s
     assert rows[0]["duration_mismatch"] is True and rows[0]["annotation_duration"] == 80.0
     assert rows[1]["duration_mismatch"] is True and rows[1]["max_segment_end"] >= 25.3
@@ -177,3 +180,14 @@ def test_real_stage1_with_mostly_missing_videos(tmp_path):
     with pytest.raises(AnnotationError, match="stage_1.jsonl:1349: field `solution`"):
         preflight(make_cfg(tmp_path / "run2", shared / "train" / "stage_1.jsonl", root))
     shutil.rmtree(tmp_path / "run2", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_worker_timeout_path_and_parallel_workers(syn, tmp_path):
+    """The CLI default: decodes in killable worker processes (video.decode_timeout_s), 2 at once."""
+    paths, f, n_good = syn
+    cfg = make_cfg(tmp_path / "run", f, paths.video_root, video={"decode_timeout_s": 60},
+                   preflight={"workers": 2})
+    s = preflight(cfg)
+    assert (s["ok"], s["missing"], s["broken"], s["timeout"]) == (3, 1, 1, 0)
+    assert s["samples_affected"] == 3

@@ -382,3 +382,22 @@ def test_real_training_solutions_as_answers(stage):
             assert 0.999 < out["global_matching"][i] < 1.0
         assert math.isfinite(out["total"][i])
     assert sum(v == 1.0 for v in out["format"]) > 0.99 * len(rows)
+
+
+def test_inputs_not_mutated_and_other_containers():
+    import copy
+
+    import numpy as np
+
+    texts = [A("20-30 0-5 3-10"), A("")]
+    sols = [[[0, 10], [20, 30]], [[0, 10]]]
+    before = copy.deepcopy((texts, sols))
+    out = compute_rewards(texts, sols, {n: 1.0 for n in REWARD_FUNCTIONS})
+    assert (texts, sols) == before
+    as_tuples = compute_rewards(tuple(texts), tuple(tuple(map(tuple, s)) for s in sols),
+                                {n: 1.0 for n in REWARD_FUNCTIONS})
+    as_numpy = compute_rewards(texts, [np.asarray(s, dtype=float) for s in sols],
+                               {n: 1.0 for n in REWARD_FUNCTIONS})
+    for name in out:
+        assert as_tuples[name] == pytest.approx(out[name], abs=1e-15), name
+        assert as_numpy[name] == pytest.approx(out[name], abs=1e-15), name

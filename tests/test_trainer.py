@@ -323,3 +323,42 @@ def test_distributed_primitives_two_gloo_processes(tmp_path):
     assert r[0]["gathered"] == r[1]["gathered"] == [0, 10, 20, 30, 40, 50]
     assert r[0]["mean"] == r[1]["mean"] == {"x": 0.5, "y": 1.0}
     assert r[0]["obj"] == r[1]["obj"] == {"id": "from-0"}
+
+
+# ---------------------------------------------------------------------------- logging
+def test_metrics_logger_resume_drops_steps_after_checkpoint(tmp_path):
+    from museg.rl.logging import MetricsLogger
+
+    log = MetricsLogger(tmp_path, {"wandb": {"mode": "disabled"}})
+    for step in (1, 2, 3):
+        log.log(step, {"reward/total": float(step), "reward/format": 0.5, "loss": 0.1})
+        log.log_completions(step, [{"prompt": "p", "completion": "c", "advantage": 1.0}])
+    log.close()
+    assert (tmp_path / "reward_curves.png").is_file() and (tmp_path / "completions.parquet").is_file()
+    # killed after step 3, the last checkpoint was step 2: step 3 is logged again after resume
+    log2 = MetricsLogger(tmp_path, {"wandb": {"mode": "disabled"}}, resume_step=2,
+                         history=log.history[:2])
+    log2.log(3, {"reward/total": 30.0})
+    log2.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["reward/total"] == 30.0
+    comp = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in comp] == [1, 2]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_id_is_reused(tmp_path, monkeypatch):
+    from museg.rl.logging import MetricsLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = {"wandb": {"mode": "offline", "project": "p", "group": "g", "job_type": "train",
+                     "tags": ["t"]}}
+    log = MetricsLogger(tmp_path, cfg)
+    log.log(1, {"reward/total": 1.0})
+    wid = log.wandb_id
+    log.close()
+    log2 = MetricsLogger(tmp_path, cfg, wandb_id=wid, resume_step=1, history=log.history)
+    assert log2._wandb.id == wid
+    log2.close()
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{wid}"))) >= 1

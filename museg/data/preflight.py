@@ -140,12 +140,13 @@ def check_video(path: str, spec: Mapping[str, Any], backend: str, timeout_s: flo
         row.update(status="broken", error=f"{type(e).__name__}: {e}")
     else:
         plan, meta = dv.plan, dv.meta
-        fps = float(meta["video_fps"])
-        row.update(ok=True, total_frames=int(meta["total_frames"]), fps=fps,
-                   duration=round(int(meta["total_frames"]) / fps, 3) if fps > 0 else None,
-                   planned_frames=len(plan.indices), height=plan.height, width=plan.width,
-                   sample_fps=plan.sample_fps, video_tokens=int(plan.video_tokens),
-                   backend=meta.get("backend", backend))
+        fps, total = float(meta["video_fps"]), int(meta["total_frames"])
+        duration = meta.get("duration") or (total / fps if fps > 0 else None)
+        row.update(ok=True, total_frames=total, total_frames_header=meta.get("total_frames_header"),
+                   fps=fps, duration=None if duration is None else round(float(duration), 3),
+                   source_size=meta.get("source_size"), planned_frames=len(plan.indices),
+                   height=plan.height, width=plan.width, sample_fps=plan.sample_fps,
+                   video_tokens=int(plan.video_tokens), backend=meta.get("backend", backend))
     row["seconds"] = round(time.perf_counter() - t0, 3)
     return row
 
@@ -197,8 +198,7 @@ def summarize(refs: list[_Ref], rows: Mapping[str, dict], max_prompt_length: int
         prompt_tokens.append(est)
         over += bool(max_prompt_length and est > max_prompt_length)
     return {
-        "samples": len(refs),
-        "videos": len(dict.fromkeys(r.video_path for r in refs)),
+        "samples_scanned": len(refs),
         "scanned": len(scanned),
         "ok": status.count("ok"),
         "missing": status.count("missing"),
@@ -275,8 +275,8 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
     summary, prompt_tokens = summarize(refs_scanned, rows, max_len)
     summary = {"target": target, "annotation": annotation, "video_root": video_root,
                "spec": spec, "backend": backend, "bad_records": len(bad),
-               "bad_record_examples": bad[:5], "unscanned_videos": len(per_video) - len(videos),
-               **summary, "manifest": str(manifest), "histogram": str(run_dir / HISTOGRAM)}
+               "bad_record_examples": bad[:5], "samples": len(refs), "videos": len(per_video),
+               "unscanned_videos": len(per_video) - len(videos), **summary, "manifest": str(manifest), "histogram": str(run_dir / HISTOGRAM)}
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _histogram(run_dir / HISTOGRAM, prompt_tokens, max_len, f"{Path(annotation).name}: token budget")
     log.info("preflight: %d ok, %d missing, %d broken, %d timeout; %d samples affected; "

@@ -113,7 +113,7 @@ def load_eval_items(cfg: Any) -> list:
 
 
 def eval_question(template: str | None, problem: str) -> str:
-    """The prompt question: ``template`` is a name in ``prompts.TEMPLATES``, text with
+    r"""The prompt question: ``template`` is a name in ``prompts.TEMPLATES``, text with
     ``{problem}``, or an instruction appended after the question on a new line.
 
     >>> eval_question("Answer in <answer></answer>.", "When?")
@@ -293,10 +293,11 @@ class _Loader:
 
 
 def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
-                  run_dir: Path) -> tuple[float, Backend | None]:
+                  run_dir: Path) -> tuple[dict, Backend | None]:
     """Predict every unfinished item, appending to ``run_dir/predictions.jsonl``.
 
-    Returns (seconds spent, the backend used or ``None`` when nothing was left to do).
+    Returns (this run's stats: seconds, items done, frame-cache counters; the backend used or
+    ``None`` when nothing was left to do).
     """
     pred_path = run_dir / "predictions.jsonl"
     done = finished_ids(pred_path)  # items whose video failed before are retried
@@ -343,7 +344,9 @@ def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
         bar.close()
     if n_err:
         log.warning("%d item(s) had undecodable videos (see `error` in %s)", n_err, pred_path)
-    return time.perf_counter() - t0, backend
+    stats = {"seconds": round(time.perf_counter() - t0, 3), "items": n_ok + n_err,
+             "decode_failures": n_err, "frame_cache": loader.cache.stats()}
+    return stats, backend
 
 
 def _model_path_or_none(cfg: Any) -> str | None:
@@ -379,7 +382,7 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     _check_resume(run_dir, _settings_fingerprint(cfg, spec), n_done)
     log.info("%s: %d items (%d already finished) -> %s", cfg_get(cfg, "eval.benchmark"),
              len(items), n_done, pred_path)
-    seconds, backend = run_inference(cfg, items, backend, run_dir)
+    run_stats, backend = run_inference(cfg, items, backend, run_dir)
 
     ids = [it.item_id for it in items]
     recs = {str(r["item_id"]): r for r in read_predictions(pred_path)}
@@ -392,7 +395,7 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     metrics = compute_metrics(kind, records, subset=None)
     model_path = backend.model_path if backend is not None else _model_path_or_none(cfg)
     settings = collect_settings(cfg, model_path=model_path, video_spec=spec)
-    settings["inference_seconds_this_run"] = round(seconds, 3)
+    settings["this_run"] = run_stats
     settings["n_errors"] = n_err = sum(1 for r in records if r.get("error"))
     max_frac = float(cfg_get(cfg, "video.max_failure_fraction", 0.05))
     if n_err > max_frac * len(records):

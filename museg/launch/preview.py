@@ -8,8 +8,9 @@ equivalent ``torchrun`` line; for ``launcher=submitit_local`` the per-task comma
 
 Wired into ``museg.run.main`` before Hydra starts (so nothing is submitted)::
 
-    from museg.launch.preview import maybe_preview
-    if maybe_preview(overrides, multirun=True):     # printed; launcher.dry_run was true
+    plan = launch_plan(overrides)          # LaunchPlan(dry_run=..., submits=...)
+    if plan.dry_run:
+        print(preview(overrides, multirun=True))
         return
 
 Also usable directly::
@@ -21,6 +22,7 @@ Also usable directly::
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,8 +31,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["JobSpec", "sweep_jobs", "compose_job", "render_sbatch", "preview", "maybe_preview",
-           "preview_from_cfg"]
+__all__ = ["JobSpec", "LaunchPlan", "sweep_jobs", "compose_job", "render_sbatch", "preview",
+           "launch_plan", "maybe_preview", "preview_from_cfg"]
 
 
 @dataclass
@@ -122,10 +124,20 @@ def render_sbatch(launcher_params: Mapping[str, Any], n_jobs: int = 1) -> str:
     return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
 
 
+def _as_typed(override: str) -> str:
+    """Undo museg.run's quoting of group choices for display (``stage='1'`` -> ``stage=1``).
+
+    >>> _as_typed("stage='1'"), _as_typed("model=7b"), _as_typed("x='1'")
+    ('stage=1', 'model=7b', "x='1'")
+    """
+    m = re.fullmatch(r"([+~]*stage)=(['\"])([A-Za-z0-9_.\-]+)\2", override)
+    return f"{m.group(1)}={m.group(3)}" if m else override
+
+
 def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
     """The job's overrides; ``per_task``: as one rank would be run by hand (launcher=local)."""
     out = []
-    for o in spec.overrides:
+    for o in map(_as_typed, spec.overrides):
         key = o.split("=", 1)[0].lstrip("+~")
         if key == "launcher.dry_run" or (per_task and (key == "launcher" or key.startswith(
                 ("launcher.", "hydra.launcher", "hydra/launcher")))):
@@ -212,12 +224,36 @@ def preview(overrides: Sequence[str], multirun: bool = True) -> str:
     return _local_text(jobs)
 
 
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What ``museg.run.main`` must do before handing over to Hydra."""
+
+    dry_run: bool = False  # print preview(...) and exit
+    submits: bool = False  # the launcher submits jobs: run Hydra in multirun mode (-m)
+
+
+def launch_plan(overrides: Sequence[str]) -> LaunchPlan:
+    """Dry run? Submitting launcher? From the first job's composed config; never raises.
+
+    A config that does not compose gives the default plan: the caller's own checks report it.
+    """
+    from museg.launch.job import SUBMITTING_LAUNCHERS
+
+    try:
+        first = sweep_jobs(overrides)[0]
+        launcher = compose_job(first).cfg.launcher
+    except Exception:  # noqa: BLE001 - reported by museg.run's config check
+        return LaunchPlan()
+    return LaunchPlan(dry_run=bool(launcher.get("dry_run", False)),
+                      submits=str(launcher.get("name")) in SUBMITTING_LAUNCHERS)
+
+
 def maybe_preview(overrides: Sequence[str], multirun: bool) -> bool:
     """Print the dry run and return True when the composed config has ``launcher.dry_run``."""
-    first = sweep_jobs(overrides)[0] if multirun else list(overrides)
-    if not bool(compose_job(first).cfg.launcher.get("dry_run", False)):
+    plan = launch_plan(overrides)
+    if not plan.dry_run:
         return False
-    print(preview(overrides, multirun))
+    print(preview(overrides, multirun or plan.submits))
     return True
 
 

@@ -97,10 +97,6 @@ def _finish(value: float, strict: bool) -> float:
     return min(max(value, 0.0), 1.0) if strict else value
 
 
-def _as_list(gts: Any) -> list[Any]:
-    return list(gts)
-
-
 def _gt_ok(gts: list[Any]) -> bool:
     try:
         return all(math.isfinite(g[0]) and math.isfinite(g[1]) and g[0] < g[1] for g in gts)
@@ -123,7 +119,7 @@ def global_matching_score(
     try:
         if segments is None:
             return 0.0
-        gts = _as_list(solution)
+        gts = list(solution)
         if isinstance(gts[0], numbers.Real):
             gts = [gts]
         if strict and not _gt_ok(gts):
@@ -158,7 +154,7 @@ def local_matching_score(
     try:
         if segments is None:
             return 0.0
-        gts = [g for g in _as_list(solution)]
+        gts = list(solution)
         if strict and not _gt_ok(gts):
             return 0.0
         preds = list(segments)

@@ -6,17 +6,18 @@ shuffling). Optimizer step ``s`` consumes the global positions ``[consumed, cons
 stream, ``GB = world_size * per_device_train_batch_size * gradient_accumulation_steps``; rank ``r``
 takes the contiguous ``r``-th shard. The position (``consumed``) is all a checkpoint needs.
 
-Each prompt's video is decoded once per step through a :class:`museg.data.video.FrameCache` on a
-single background thread that also decodes the next ``video.prefetch`` steps ahead. A video that
-fails (``VideoError``) is written to ``run_dir/quarantine.jsonl`` and, with
-``video.on_failure=replace``, the sample is swapped for a deterministic pseudo-random other sample
-(seeded by data_seed, position and attempt), so every rank still has a full batch (ZeRO-3 needs
-every rank to run the vision tower). More than ``max(1, max_failure_fraction * N)`` distinct broken
-videos aborts the run.
+Each prompt's video is decoded once per step through a :class:`museg.data.video.FrameCache`
+(shared by G rollouts and every forward pass); a :class:`museg.data.video.Prefetcher` decodes the
+next ``video.prefetch`` steps in background threads while the current one trains. A video that
+fails (``VideoError``) goes through :class:`museg.data.video.FailurePolicy`: quarantined in
+``run_dir/quarantine.jsonl`` and, with ``video.on_failure=replace``, the sample is swapped for a
+deterministic other sample (seeded by data_seed, index and attempt), so every rank still has a full
+batch (ZeRO-3 needs every rank to run the vision tower); past ``video.max_failure_fraction`` of
+broken items the run aborts (``FailureBudgetExceeded``).
 
 Example::
 
-    batcher = StepBatcher(samples, video_cfg, data_seed=42, shuffle=True, per_rank=2,
+    batcher = StepBatcher(samples, cfg.video, data_seed=42, shuffle=True, per_rank=2,
                           rank=0, world_size=1, run_dir=run_dir)
     items = batcher.get(consumed=0)        # list[PromptItem] with .sample and .video
     batcher.close()
@@ -25,24 +26,17 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["DataOrder", "PromptItem", "StepBatcher", "VideoFailureLimitError", "stable_seed"]
+__all__ = ["DataOrder", "PromptItem", "StepBatcher", "stable_seed"]
 
 log = logging.getLogger(__name__)
-
-
-class VideoFailureLimitError(RuntimeError):
-    """Too many distinct videos failed to decode."""
 
 
 def stable_seed(*parts: Any) -> int:
@@ -110,131 +104,63 @@ class StepBatcher:
         world_size: int = 1,
         run_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
-        decode_fn: Any = None,
     ) -> None:
-        from museg.data.video import FrameCache, video_spec_from_cfg
+        from museg.data.video import FailurePolicy, FrameCache, Prefetcher, video_spec_from_cfg
 
         self.samples = list(samples)
         self.order = DataOrder(len(self.samples), data_seed, shuffle)
-        self.data_seed = int(data_seed)
         self.per_rank, self.rank, self.world_size = per_rank, rank, world_size
         self.global_batch = per_rank * world_size
-        self.spec = dict(video_spec_from_cfg(video_cfg))
-        self.backend = video_cfg.get("backend", "torchcodec")
-        self.timeout = video_cfg.get("decode_timeout_s")
-        self.on_failure = video_cfg.get("on_failure", "replace")
-        self.max_fraction = float(video_cfg.get("max_failure_fraction", 0.05))
+        spec = dict(video_spec_from_cfg(video_cfg))
         self.prefetch = max(0, int(video_cfg.get("prefetch", 2) or 0))
         cache_cfg = video_cfg.get("cache") or {}
-        disk = Path(cache_dir) / "frames" if (cache_dir and cache_cfg.get("disk")) else None
+        disk = Path(str(cache_dir)).expanduser() / "frames" if (
+            cache_dir and cache_cfg.get("disk")) else None
         self.cache = FrameCache(memory_items=int(cache_cfg.get("memory_items", 8)), disk_dir=disk)
-        self._decode = decode_fn or self._cache_get
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.failed_paths: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="museg-decode")
-        self._futures: dict[str, Future] = {}
-        self.num_replaced = 0
+        self.prefetcher = Prefetcher(self.cache, spec, backend=video_cfg.get("backend", "torchcodec"),
+                                     timeout_s=video_cfg.get("decode_timeout_s"),
+                                     workers=max(1, min(2, self.prefetch)))
+        self.policy = FailurePolicy.from_cfg(video_cfg, len(self.samples), run_dir,
+                                             seed=int(data_seed), rank=rank,
+                                             key_fn=lambda i: self.samples[i].video_path)
 
-    # -- decoding ----------------------------------------------------------------------------
-    def _cache_get(self, path: str) -> Any:
-        return self.cache.get(path, self.spec, backend=self.backend, timeout_s=self.timeout)
+    @property
+    def failed_paths(self) -> dict[str, str]:
+        return dict(self.policy.failed)
 
-    def _submit(self, path: str) -> Future:
-        with self._lock:
-            fut = self._futures.get(path)
-            if fut is None:
-                fut = self._pool.submit(self._decode, path)
-                self._futures[path] = fut
-            return fut
-
-    def _result(self, path: str) -> Any:
-        fut = self._submit(path)
-        try:
-            return fut.result()
-        finally:
-            with self._lock:
-                self._futures.pop(path, None)
+    @property
+    def num_replaced(self) -> int:
+        return self.policy.num_replaced
 
     def rank_positions(self, consumed: int) -> list[int]:
         start = consumed + self.rank * self.per_rank
         return list(range(start, start + self.per_rank))
 
     def prefetch_from(self, consumed: int) -> None:
-        """Queue the decodes of the steps starting at ``consumed`` (this one + ``prefetch``)."""
-        for k in range(self.prefetch + 1):
+        """Queue the decodes of ``prefetch`` steps starting at global position ``consumed``."""
+        paths = []
+        for k in range(self.prefetch):
             for pos in self.rank_positions(consumed + k * self.global_batch):
-                s = self.samples[self.order.indices(pos, 1)[0]]
-                if s.video_path not in self.failed_paths:
-                    self._submit(s.video_path)
+                idx = self.order.indices(pos, 1)[0]
+                if not self.policy.is_failed(idx):
+                    paths.append(self.samples[idx].video_path)
+        self.prefetcher.submit(paths)
 
-    # -- failures ----------------------------------------------------------------------------
-    def _quarantine(self, sample: Any, err: BaseException, position: int) -> None:
-        from museg.data.video import VideoError
-
-        self.failed_paths[sample.video_path] = f"{type(err).__name__}: {err}"
-        log.warning("video %s (%s) failed: %s -> %s", sample.video_path,
-                    getattr(sample, "source", "?"), err,
-                    "replacing the sample" if self.on_failure == "replace" else "stopping")
-        if self.run_dir is not None:
-            name = "quarantine.jsonl" if self.rank == 0 else f"quarantine.rank{self.rank}.jsonl"
-            rec = {"video_path": sample.video_path, "source": getattr(sample, "source", None),
-                   "position": position, "error": type(err).__name__, "message": str(err),
-                   "cause": repr(getattr(err, "cause", None)) if isinstance(err, VideoError) else None}
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with (self.run_dir / name).open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-        limit = max(1, int(self.max_fraction * len(self.samples)))
-        if len(self.failed_paths) > limit:
-            raise VideoFailureLimitError(
-                f"{len(self.failed_paths)} distinct videos failed to decode (> {limit} = "
-                f"video.max_failure_fraction {self.max_fraction} of {len(self.samples)}); see "
-                f"quarantine.jsonl (fix: repair the videos, run task=preflight, or raise "
-                f"video.max_failure_fraction)")
-
-    def _replacement(self, position: int, attempt: int) -> Any:
-        g = torch.Generator().manual_seed(stable_seed(self.data_seed, "replace", position, attempt))
-        for _ in range(4 * len(self.samples)):
-            cand = self.samples[int(torch.randint(len(self.samples), (1,), generator=g))]
-            if cand.video_path not in self.failed_paths:
-                return cand
-        raise VideoFailureLimitError("every video of the training set failed to decode")
-
-    # -- the step ----------------------------------------------------------------------------
     def get(self, consumed: int) -> list[PromptItem]:
         """This rank's prompts for the step starting at global position ``consumed``."""
-        from museg.data.video import VideoError
-
-        self.prefetch_from(consumed)
         items = []
         for pos in self.rank_positions(consumed):
-            sample = self.samples[self.order.indices(pos, 1)[0]]
-            replaced: list[str] = []
-            attempt = 0
-            while True:
-                if sample.video_path in self.failed_paths:
-                    err: BaseException | None = None
-                else:
-                    try:
-                        video = self._result(sample.video_path)
-                        break
-                    except VideoError as e:
-                        err = e
-                        if self.on_failure != "replace":
-                            self._quarantine(sample, e, pos)
-                            raise
-                        self._quarantine(sample, e, pos)
-                replaced.append(getattr(sample, "source", sample.video_path))
-                attempt += 1
-                sample = self._replacement(pos, attempt)
-                del err
-            if replaced:
-                self.num_replaced += 1
-            items.append(PromptItem(position=pos, sample=sample, video=video,
+            idx = self.order.indices(pos, 1)[0]
+            used, video = self.policy.load(
+                idx, lambda i: self.prefetcher.get(self.samples[i].video_path),
+                describe=lambda i, pos=pos: {"source": getattr(self.samples[i], "source", None),
+                                             "video_path": self.samples[i].video_path,
+                                             "position": pos})
+            replaced = [] if used == idx else [getattr(self.samples[idx], "source", str(idx))]
+            items.append(PromptItem(position=pos, sample=self.samples[used], video=video,
                                     replaced_from=replaced))
-        # decode the following steps while this one trains
-        self.prefetch_from(consumed + self.global_batch)
+        self.prefetch_from(consumed + self.global_batch)  # decode ahead while this step trains
         return items
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.prefetcher.close()

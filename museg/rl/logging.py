@@ -26,11 +26,13 @@ import json
 import logging
 import math
 import os
+import secrets
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "plot_reward_curves"]
+__all__ = ["MetricsLogger", "plot_reward_curves", "new_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
         except (ValueError, AttributeError):
             continue
     path.write_text("".join(k + "\n" for k in kept))
+
+
+def new_run_id() -> str:
+    """A fresh 8-character wandb-style run id ([a-z0-9]), stored in checkpoints for resume."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def plot_reward_curves(history: list[Mapping[str, Any]], out_png: str | Path) -> Path | None:
@@ -142,7 +150,7 @@ class MetricsLogger:
         import wandb
 
         if not self.wandb_id:
-            self.wandb_id = wandb.util.generate_id()
+            self.wandb_id = new_run_id()
         tags = _cfg_get(cfg, "wandb.tags", None)
         self._wandb = wandb.init(
             project=_cfg_get(cfg, "wandb.project", "museg"),

@@ -19,9 +19,29 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["forward_inputs", "VIDEO_KEYS"]
+__all__ = ["forward_inputs", "cut_at_tokens", "VIDEO_KEYS"]
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def cut_at_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
+                  pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Cut completions at the first token of ``bad_ids`` (mask 0 and ``pad`` from there on).
+
+    A sampled ``<|video_pad|>`` / ``<|image_pad|>`` would be taken for a vision placeholder by the
+    teacher-forced forward (a feature/token count mismatch), so such a completion is only trained
+    up to that token. Returns ``(ids, mask, number of rows cut)``.
+
+    >>> i, m, n = cut_at_tokens(torch.tensor([[4, 9, 5], [4, 5, 6]]), torch.ones(2, 3), [9], 0)
+    >>> i.tolist(), m.tolist(), n
+    ([[4, 0, 0], [4, 5, 6]], [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], 1)
+    """
+    bad = torch.zeros_like(ids, dtype=torch.bool)
+    for b in bad_ids:
+        bad |= ids == int(b)
+    after = bad.long().cumsum(1) > 0
+    rows = int((after & (mask > 0)).any(1).sum())
+    return ids.masked_fill(after, pad), mask.masked_fill(after, 0), rows
 
 
 def forward_inputs(

@@ -27,7 +27,7 @@ import torch
 from museg.rl.advantages import group_advantages
 from museg.rl.batch import PromptItem, stable_seed
 from museg.rl.loss import completion_logps, grpo_loss
-from museg.rl.rollout import forward_inputs
+from museg.rl.rollout import cut_at_tokens, forward_inputs
 from museg.rl.timer import StepTimer
 
 __all__ = ["StepContext", "PromptRollout", "PromptTooLongError", "rollout_step", "optimize_step"]
@@ -105,6 +105,11 @@ def rollout_step(ctx: StepContext, items: list[PromptItem], step: int) -> list[P
                        max_new_tokens=int(t.max_completion_length), do_sample=True,
                        temperature=float(t.temperature), top_p=float(t.top_p),
                        seed=stable_seed(ctx.seed, "rollout", step, item.position), **extra)
+        pad = ctx.processor.tokenizer.pad_token_id or 0
+        vision_ids = [i for i in (getattr(ctx.processor, "video_token_id", None),
+                                  getattr(ctx.processor, "image_token_id", None)) if i is not None]
+        c_ids, c_mask, _ = cut_at_tokens(roll.completion_ids.cpu().long(),
+                                         roll.completion_mask.cpu().float(), vision_ids, pad)
         with ctx.timer.phase("reward"):
             rewards = compute_rewards(
                 roll.texts, [item.sample.solution] * g, weights=dict(ctx.reward.weights),
@@ -112,8 +117,7 @@ def rollout_step(ctx: StepContext, items: list[PromptItem], step: int) -> list[P
             total = torch.tensor(rewards["total"], dtype=torch.float32)
             adv, std = group_advantages(total, g, scale_rewards=bool(t.scale_rewards))
         out.append(PromptRollout(item=item, question=question, inputs=inputs,
-                                 completion_ids=roll.completion_ids.cpu().long(),
-                                 completion_mask=roll.completion_mask.cpu().float(),
+                                 completion_ids=c_ids, completion_mask=c_mask,
                                  texts=list(roll.texts), rewards=rewards, advantages=adv,
                                  group_std=float(std[0])))
     return out

@@ -276,6 +276,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
                           shuffle=bool(cfg.data.get("shuffle", True)), per_rank=per_rank,
                           rank=info.rank, world_size=info.world_size, run_dir=run_dir,
                           cache_dir=cfg.paths.get("cache_dir"))
+    batcher.prefetch_from(consumed)  # first step's videos decode while the rest is set up
     timer = StepTimer()
     cuda = info.device.startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -191,18 +192,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "etbench_answers.json"
         path.write_text(json.dumps(entries))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loaded = json.loads(path.read_text())
         res = etbench_metrics(loaded, caption_metrics=not args.no_captions)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
+        java_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        java_cpu = java_cpu.ru_utime + java_cpu.ru_stime
     counts: dict[str, int] = {}
     for e in entries:
         counts[e["task"]] = counts.get(e["task"], 0) + 1
     print(f"entries: {len(entries)}  cores: {os.cpu_count()}  load avg: {os.getloadavg()[0]:.1f}")
-    print(f"{'part':<20}{'n':>6}{'seconds':>10}")
+    print(f"{'part':<20}{'n':>6}{'seconds':>10}   (wall clock; other processes share the CPU)")
     for k, v in sorted(res["timing_s"].items(), key=lambda kv: -kv[1]):
         print(f"{k:<20}{counts.get(k, ''):>6}{v:>10.2f}")
-    print(f"{'TOTAL':<20}{len(entries):>6}{total:>10.2f}")
+    print(f"{'TOTAL':<20}{len(entries):>6}{total:>10.2f}   (wall; CPU: python {cpu:.1f} s, "
+          f"java {java_cpu:.1f} s)")
     keys = ("ref_acc", "gnd_f1", "cap_f1", "cap_sim", "com_rec", "avg")
     print("summary:", {k: None if res[k] is None else round(100 * res[k], 1) for k in keys})
     if res["errors"]:

@@ -1,0 +1,113 @@
+"""wandb run settings for launched jobs: group = experiment/sweep, job_type = task, tags = choices.
+
+:func:`wandb_init_kwargs` is what the trainer's logger passes to ``wandb.init``: the ``group`` is
+``cfg.wandb.group`` (``experiment_name`` by default, shared by every job of a sweep), ``job_type``
+is the task, the display ``name`` is the stable run name (``model=7b,reward.weights.format=0.5``),
+``tags`` are ``cfg.wandb.tags`` plus the chosen config groups (``model=7b``, ``stage=1``, ...,
+from Hydra's ``runtime.choices`` when available) and the launcher, ``config`` is the resolved
+configuration, ``id`` the stored run id with ``resume='allow'`` so a requeued job continues the
+same wandb run. ``WANDB_MODE`` in the environment wins over ``cfg.wandb.mode``.
+
+Example::
+
+    import wandb
+    run = wandb.init(**wandb_init_kwargs(cfg, run_id=state.get("wandb_id")))
+
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.create({"task": "train", "experiment_name": "sweep_rw", "run_name": "a=1",
+    ...     "run_dir": "/runs/x", "model": {"name": "7b"}, "stage": {"id": 1},
+    ...     "data": {"name": "museg_stage1"}, "launcher": {"name": "slurm"},
+    ...     "wandb": {"mode": "offline", "project": "museg", "entity": None,
+    ...               "group": "sweep_rw", "job_type": "train", "tags": ["paper"]}})
+    >>> kw = wandb_init_kwargs(cfg, run_id="abc123", choices={}, env={})
+    >>> kw["group"], kw["job_type"], kw["name"], kw["id"], kw["resume"], kw["mode"]
+    ('sweep_rw', 'train', 'a=1', 'abc123', 'allow', 'offline')
+    >>> kw["tags"]
+    ['paper', 'model=7b', 'stage=1', 'data=museg_stage1', 'launcher=slurm']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["wandb_init_kwargs", "group_choices", "CHOICES_ENV"]
+
+CHOICES_ENV = "MUSEG_HYDRA_CHOICES"  # json of Hydra's runtime.choices, for spawned ranks
+# config groups that describe a run (in this order); hydra/* and the rest are left out
+TAG_GROUPS = ("experiment", "model", "stage", "reward", "data", "rollout", "benchmark", "launcher")
+MAX_TAG_LENGTH = 64  # wandb's limit
+
+
+def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        try:
+            node = node.get(part) if hasattr(node, "get") else getattr(node, part)
+        except Exception:  # noqa: BLE001 - missing/unresolvable keys mean "not set"
+            return default
+        if node is None:
+            return default
+    return node
+
+
+def group_choices(choices: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The chosen config groups: given, else Hydra's ``runtime.choices``, else $MUSEG_HYDRA_CHOICES."""
+    if choices is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)  # type: ignore[assignment]
+        except (ValueError, ImportError):
+            raw = os.environ.get(CHOICES_ENV)
+            choices = json.loads(raw) if raw else {}
+    return {str(k): str(v) for k, v in (choices or {}).items()
+            if v is not None and not str(k).startswith("hydra") and k in TAG_GROUPS}
+
+
+def _tags(cfg: Any, choices: Mapping[str, str]) -> list[str]:
+    tags = [str(t) for t in (_get(cfg, "wandb.tags") or [])]
+    derived = {"model": _get(cfg, "model.name"), "stage": _get(cfg, "stage.id"),
+               "data": _get(cfg, "data.name"), "launcher": _get(cfg, "launcher.name")}
+    picked = {k: choices[k] for k in TAG_GROUPS if k in choices}
+    for k, v in derived.items():
+        picked.setdefault(k, v)
+    for k in TAG_GROUPS:
+        v = picked.get(k)
+        if v is not None and str(v) not in ("null", "None"):
+            tag = f"{k}={v}"[:MAX_TAG_LENGTH]
+            if tag not in tags:
+                tags.append(tag)
+    return tags
+
+
+def wandb_init_kwargs(cfg: Any, run_id: str | None = None,
+                      choices: Mapping[str, Any] | None = None,
+                      env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``wandb.init`` (see the module docstring); ``config`` is resolved."""
+    env = os.environ if env is None else env
+    mode = env.get("WANDB_MODE") or _get(cfg, "wandb.mode", "disabled")
+    picked = group_choices(choices)
+    if isinstance(cfg, DictConfig):
+        config = OmegaConf.to_container(cfg, resolve=True)
+    else:
+        config = dict(cfg)
+    if picked:
+        config = {**config, "hydra_choices": picked}  # type: ignore[dict-item]
+    return {
+        "project": _get(cfg, "wandb.project", "museg"),
+        "entity": _get(cfg, "wandb.entity"),
+        "group": _get(cfg, "wandb.group") or _get(cfg, "experiment_name"),
+        "job_type": _get(cfg, "wandb.job_type") or _get(cfg, "task"),
+        "name": _get(cfg, "run_name"),
+        "tags": _tags(cfg, picked),
+        "config": config,
+        "id": run_id,
+        "resume": "allow",
+        "dir": _get(cfg, "run_dir"),
+        "mode": mode,
+    }

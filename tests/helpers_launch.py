@@ -1,0 +1,83 @@
+"""Shared pieces of the launch tests: tiny training budgets, rank entry points, CLI runner.
+
+Functions here are module-level so that ranks spawned by ``museg.launch.local.launch_local``
+(spawn start method) can import them by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The tiny model on the demo's synthetic videos, with the smallest budgets that still train.
+TINY_TRAIN = [
+    "experiment=demo", "task=train", "model=tiny",
+    "train.num_generations=2", "train.max_completion_length=16", "train.max_prompt_length=1024",
+    "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=1",
+    "train.bf16=false", "train.beta=0.0", "train.completions_every=1",
+    "video.max_frames=8", "video.total_pixels=25088",
+]
+
+
+def run_uses_run_job() -> bool:
+    """museg.run hands its Hydra task to museg.launch.job.run_job (the cluster integration)."""
+    return "run_job" in (REPO / "museg" / "run.py").read_text()
+
+
+def cli(args: list[str], timeout: float = 600, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m museg.run ARGS`` in a subprocess (offline, wandb disabled)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                **(env or {})}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        full_env.pop(var, None)
+    return subprocess.run([sys.executable, "-m", "museg.run", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=str(cwd or REPO), env=full_env)
+
+
+def gather_ranks(cfg) -> dict:
+    """Rank entry point: all-gather (rank, a value from cfg) over gloo, report the env."""
+    import torch.distributed as dist
+
+    from museg.rl import distributed as D
+
+    info = D.init_distributed()
+    mine = torch.tensor([float(info.rank), float(cfg.value)])
+    gathered = D.all_gather_cat(mine.unsqueeze(0))
+    out = {"rank": info.rank, "world_size": info.world_size, "gathered": gathered.tolist(),
+           "backend": dist.get_backend(), "omp": os.environ.get("OMP_NUM_THREADS"),
+           "local_rank": int(os.environ["LOCAL_RANK"])}
+    D.cleanup_distributed()
+    return out
+
+
+def fail_on_rank_one(cfg) -> int:
+    """Rank entry point: rank 1 raises."""
+    if int(os.environ["RANK"]) == 1:
+        raise ValueError("rank one is broken")
+    return 0
+
+
+def record_train(cfg) -> dict:
+    """Rank entry point: train(cfg) recording every step's gathered record in run_dir."""
+    from museg.rl.trainer import train
+
+    records = []
+
+    def on_step(rec) -> None:
+        records.append({"step": rec.step, "positions": rec.positions.tolist(),
+                        "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
+                        "advantages": rec.advantages.tolist(), "metrics": rec.metrics})
+
+    summary = train(cfg, on_step=on_step)
+    rank = int(os.environ.get("RANK", "0"))
+    (Path(cfg.run_dir) / f"records_rank{rank}.json").write_text(json.dumps(records))
+    return {k: v for k, v in summary.items() if k != "history"}
