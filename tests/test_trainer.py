@@ -8,7 +8,6 @@ the policy gets a learning signal a random tiny model would never produce on its
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -289,14 +288,12 @@ def test_vllm_rollout_gpu(tmp_path):
 
 
 @pytest.mark.gpu
-def test_deepspeed_zero3_gpu(tmp_path):
+def test_deepspeed_zero3_gpu(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed")
     ds = Path(__file__).resolve().parent.parent / "conf" / "deepspeed" / "zero3.json"
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", "0")
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+                       "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
     cfg = tiny_train_cfg(tmp_path, train__max_steps=2, train__deepspeed=str(ds),
                          train__completions_every=0)
     summary = train(cfg, rollout_fn=oracle_mix_rollout)

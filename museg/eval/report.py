@@ -34,7 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_COLUMNS", "collect_settings", "model_revision", "repo_commit", "paper_table",
-           "metrics_table", "write_report", "etbench_avg", "format_value"]
+           "metrics_table", "rows_table", "write_report", "etbench_avg", "format_value"]
 
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
 _ET = ("ref_acc", "gnd_f1", "cap_f1", "com_rec")
@@ -123,6 +123,25 @@ def _file_sha256(path: str | None) -> str | None:
     return h.hexdigest()
 
 
+def _effective_spec(spec: Mapping | None) -> dict:
+    """The frame spec as given plus the planner defaults used for keys it leaves unset."""
+    out: dict[str, Any] = dict(spec or {})
+    try:
+        from museg.data.video import plan as P
+
+        defaults = {"fps": P.DEFAULT_FPS, "min_frames": P.DEFAULT_MIN_FRAMES,
+                    "max_frames": f"min({P.DEFAULT_MAX_FRAMES}, total_frames)",
+                    "min_pixels": P.VIDEO_MIN_PIXELS, "max_pixels": P.VIDEO_MAX_PIXELS,
+                    "total_pixels": P.VIDEO_TOTAL_PIXELS, "frame_factor": P.FRAME_FACTOR}
+    except (ImportError, AttributeError):
+        defaults = {}
+    if spec is not None:
+        for k, v in defaults.items():
+            if out.get(k) is None:  # None means "not given": the planner default applies
+                out[k] = v
+    return out
+
+
 def collect_settings(cfg: Any, model_path: str | None = None, video_spec: Mapping | None = None,
                      with_model: bool = True) -> dict:
     """Every setting that affects the numbers, for ``results.json``."""
@@ -130,7 +149,7 @@ def collect_settings(cfg: Any, model_path: str | None = None, video_spec: Mappin
     import transformers
 
     import museg
-    from museg.eval.runner import _plain, cfg_get
+    from museg.eval.runner import cfg_get
 
     s: dict[str, Any] = {
         "benchmark": cfg_get(cfg, "eval.benchmark"),
@@ -163,10 +182,11 @@ def collect_settings(cfg: Any, model_path: str | None = None, video_spec: Mappin
                          "max_new_tokens": cfg_get(cfg, "eval.max_new_tokens"),
                          "batch_size": cfg_get(cfg, "eval.batch_size"),
                          "backend": cfg_get(cfg, "eval.backend", "hf")},
-            "template": template,
+            "template": template if template != template_text else "(text below)",
             "template_text": template_text,
-            "video": {**(_plain(dict(video_spec)) if video_spec else {}),
+            "video": {**_effective_spec(video_spec),
                       "decode_backend": cfg_get(cfg, "video.backend"),
+                      "decode_timeout_s": cfg_get(cfg, "video.decode_timeout_s"),
                       "on_failure": cfg_get(cfg, "video.on_failure")},
             "device": (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"),
         })
@@ -259,6 +279,24 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per-(task, source) rows (E.T. Bench) as a markdown table, numbers as fractions.
+
+    >>> print(rows_table([{"task": "tvg", "source": "x", "n": 2, "f1": 0.5}]))
+    | task | source | n | f1 |
+    |---|---|---|---|
+    | tvg | x | 2 | 0.5000 |
+    """
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k, v in r.items() if k not in cols and not isinstance(v, Mapping | list)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _settings_md(settings: Mapping[str, Any]) -> str:
     lines = ["| setting | value |", "|---|---|"]
     for k, v in _flat(settings).items():
@@ -266,74 +304,6 @@ def _settings_md(settings: Mapping[str, Any]) -> str:
             v = v[:117] + "..."
         lines.append(f"| {k} | {str(v).replace('|', '/').replace(chr(10), ' ')} |")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------- plots
-def _figure():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _per_item_iou(records: Sequence[dict]) -> list[float]:
-    from museg.eval.metrics import per_item_iou
-    from museg.eval.score import metric_output
-
-    return [float(per_item_iou(r["groundtruth"], metric_output(r))) for r in records]
-
-
-def write_plots(run_dir: Path, kind: str, metrics: Mapping[str, Any],
-                records: Sequence[dict]) -> list[str]:
-    """Write the kind's plots into ``run_dir``; returns the file names written."""
-    written: list[str] = []
-    if kind == "tvg" and records:
-        ious = _per_item_iou(records)
-        fig, ax = _figure()
-        ax.hist(ious, bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
-        ax.set(xlabel="IoU (first predicted vs first true segment)", ylabel="items",
-               title=f"IoU histogram (n={len(ious)}, mIoU={format_value(metrics.get('miou'))})")
-        fig.tight_layout()
-        fig.savefig(run_dir / "iou_hist.png")
-        written.append("iou_hist.png")
-        ts = [i / 100 for i in range(1, 100)]
-        rec = [sum(1 for x in ious if x >= t) / len(ious) for t in ts]
-        fig, ax = _figure()
-        ax.plot(ts, rec, color="tab:blue", label="R@t")
-        pts = [(t, metrics[f"r@{t}"]) for t in THRESHOLDS if f"r@{t}" in metrics]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), color="tab:red", zorder=3, label="reported")
-        ax.set(xlabel="IoU threshold t", ylabel="recall R@t", ylim=(0, 1), xlim=(0, 1),
-               title="Recall vs IoU threshold")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(run_dir / "recall_vs_threshold.png")
-        written.append("recall_vs_threshold.png")
-    elif kind == "tal":
-        pts = [(t, metrics[f"f1@{t}"]) for t in THRESHOLDS if f"f1@{t}" in metrics]
-        if pts:
-            fig, ax = _figure()
-            ax.plot(*zip(*pts, strict=True), marker="o", color="tab:green")
-            ax.set(xlabel="IoU threshold t", ylabel="F1@t", ylim=(0, 1), xlim=(0, 0.8),
-                   title=f"F1 vs IoU threshold (mean F1={format_value(metrics.get('mean_f1'))})")
-            fig.tight_layout()
-            fig.savefig(run_dir / "f1_vs_threshold.png")
-            written.append("f1_vs_threshold.png")
-    elif kind == "etbench":
-        keys = [k for k in ("rar_acc", "eca_acc", "rvq_acc", "tvg_f1", "epm_f1", "tal_f1",
-                            "evs_f1", "vhd_f1", "dvc_f1", "slc_f1", "tem_rec", "gvq_rec")
-                if isinstance(metrics.get(k), int | float)]
-        if keys:
-            fig, ax = _figure()
-            ax.bar(range(len(keys)), [metrics[k] for k in keys], color="tab:purple")
-            ax.set_xticks(range(len(keys)), keys, rotation=60, fontsize=7)
-            ax.set(ylim=(0, 1), ylabel="score", title="E.T. Bench per task")
-            fig.tight_layout()
-            fig.savefig(run_dir / "etbench_summary.png")
-            written.append("etbench_summary.png")
-    return written
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -357,6 +327,8 @@ def write_report(run_dir: str | Path, benchmark: str, kind: str, metrics: Mappin
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = _with_avg(benchmark or "", metrics)
     try:
+        from museg.eval.plots import write_plots
+
         plots = write_plots(run_dir, kind, metrics, records)
     except Exception as e:  # a plot must never lose the numbers
         log.warning("plots skipped: %s: %s", type(e).__name__, e)
@@ -369,8 +341,17 @@ def write_report(run_dir: str | Path, benchmark: str, kind: str, metrics: Mappin
     table = paper_table({label: {benchmark: metrics}})
     if table:
         parts += ["Paper columns (×100):", "", table, ""]
-    parts += ["## All metrics", "", metrics_table(metrics), "", "## Settings", "",
-              _settings_md(settings), ""]
+    errors = metrics.get("errors")
+    if errors:
+        parts += ["**Metric errors** (these metrics are missing):", ""]
+        parts += [f"- {e}" for e in errors] + [""]
+    if settings.get("n_errors"):
+        parts += [f"**{settings['n_errors']} item(s) had undecodable videos** and score 0 "
+                  "(see `error` in predictions.jsonl; rerun to retry them).", ""]
+    parts += ["## All metrics", "", metrics_table(metrics), ""]
+    if isinstance(metrics.get("rows"), list) and metrics["rows"]:
+        parts += ["## Per task and source", "", rows_table(metrics["rows"]), ""]
+    parts += ["## Settings", "", _settings_md(settings), ""]
     parts += [f"![{p}]({p})" for p in plots]
     (run_dir / "results.md").write_text("\n".join(parts) + "\n")
     log.info("wrote %s/results.json and results.md", run_dir)

@@ -139,8 +139,11 @@ def launch_local(fn: Callable[[Any], Any], cfg: Any, nproc: int, backend: str | 
             fn, cfg, backend, str(Path(log_file)) if log_file else None)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
-        msg = failure.message if isinstance(failure.message, str) else str(failure.message)
-        first = msg.strip().splitlines()[-1] if msg.strip() else f"exit code {failure.exitcode}"
+        msg = failure.message
+        if isinstance(msg, dict):  # the error file written by @record
+            msg = msg.get("message", "")
+        msg = str(msg or "").strip()
+        first = msg.splitlines()[-1] if msg else f"exit code {failure.exitcode}"
         raise LocalLaunchError(f"launcher=local: rank {rank} failed: {first} (its traceback "
                                "is printed above)") from e
     finally:

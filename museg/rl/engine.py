@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -164,8 +165,7 @@ class DeepSpeedEngine:
         """Partition a frozen reference model with the same ZeRO stage (inference only)."""
         import deepspeed
 
-        cfg = dict(self.ds.config) if isinstance(self.ds.config, dict) else dict(
-            self.accelerator.state.deepspeed_plugin.deepspeed_config)
+        cfg = copy.deepcopy(self.accelerator.state.deepspeed_plugin.deepspeed_config)
         cfg.pop("optimizer", None)
         cfg.pop("scheduler", None)
         if cfg.get("zero_optimization", {}).get("stage") != 3:
