@@ -150,8 +150,8 @@ class VideoConfig:
     """Pixel budget over all frames (3584 * 28 * 28); frames shrink to fit it."""
     backend: str = "torchcodec"
     """Decoder: torchcodec (exact seek) or decord. Never falls back silently."""
-    decode_timeout_s: float = 120.0
-    """Kill a decode worker after this many seconds."""
+    decode_timeout_s: float | None = 120.0
+    """Kill a decode worker after this many seconds (null: decode in-process, no worker)."""
     cache: VideoCacheConfig = field(default_factory=VideoCacheConfig)
     """Frame cache settings."""
     on_failure: str = "replace"
@@ -175,7 +175,8 @@ class TrainConfig:
     max_prompt_length: int = 4096
     """Maximum prompt tokens including video tokens (never truncated: checked instead)."""
     per_device_train_batch_size: int = 1
-    """Prompts per device per micro-step."""
+    """Completions per device per micro-step (TRL semantics): per_device x world size must be a
+    multiple of num_generations; a group of G completions may span devices."""
     gradient_accumulation_steps: int = 2
     """Micro-steps per optimizer step."""
     num_train_epochs: int = 1
@@ -217,7 +218,7 @@ class TrainConfig:
     completions_every: int = 10
     """Write the completions table every N steps."""
     forward_batch_size: int | None = None
-    """Completions per policy/reference forward chunk (null: all of a micro-step at once)."""
+    """Completions per policy/reference forward chunk (null: the whole micro-step at once)."""
     max_nonfinite_steps: int = 5
     """Abort after this many non-finite steps in a row."""
     deepspeed: str | None = None
@@ -434,13 +435,20 @@ def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
                 "save_steps", "save_total_limit", "num_iterations", "logging_steps"):
         if t[key] < 1:
             out.append(ConfigProblem(f"train.{key}", f"{t[key]} < 1", f"set train.{key} >= 1"))
-    group_batch = t.per_device_train_batch_size * t.num_generations
-    if t.forward_batch_size is not None and (t.forward_batch_size < 1 or
-                                             group_batch % t.forward_batch_size):
+    world = int(cfg.launcher.nproc_per_node) * int(cfg.launcher.nodes)
+    global_batch = t.per_device_train_batch_size * world
+    if t.num_generations >= 2 and global_batch % t.num_generations:
+        out.append(ConfigProblem("train.per_device_train_batch_size",
+                                 f"{t.per_device_train_batch_size} completions x {world} "
+                                 f"process(es) = {global_batch} is not a multiple of "
+                                 f"num_generations {t.num_generations}",
+                                 "make per_device_train_batch_size x processes a multiple of "
+                                 "num_generations (MUSEG: 1 x 8 GPUs, G=8)"))
+    fb = t.forward_batch_size
+    if fb is not None and (fb < 1 or t.per_device_train_batch_size % fb):
         out.append(ConfigProblem("train.forward_batch_size",
-                                 f"{t.forward_batch_size} does not divide the {group_batch} "
-                                 "completions of a micro-step (per_device_train_batch_size x "
-                                 "num_generations)", "use a divisor of it or null"))
+                                 f"{fb} does not divide per_device_train_batch_size "
+                                 f"{t.per_device_train_batch_size}", "use a divisor of it or null"))
     if not 0 <= t.epsilon_low < 1 or t.epsilon_high < 0:
         out.append(ConfigProblem("train.epsilon_low", "clip range must be 0 <= eps_low < 1 and "
                                  "eps_high >= 0", "use 0.2 / 0.2 (PPO) or 0.2 / 0.28 (DAPO)"))

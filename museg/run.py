@@ -146,7 +146,8 @@ def _first_line(exc: BaseException) -> str:
     return text
 
 
-def check_overrides(overrides: list[str], check_files: bool = True) -> str | None:
+def check_overrides(overrides: list[str], check_files: bool = True,
+                    check_values: bool = True) -> str | None:
     """Compose every sweep variant and validate it; the first problem as one line, else None."""
     try:
         variants = _override_variants(overrides)
@@ -155,7 +156,7 @@ def check_overrides(overrides: list[str], check_files: bool = True) -> str | Non
     for variant in variants:
         try:
             cfg = compose_config(variant)
-            problems = validate(cfg, check_files=check_files)
+            problems = validate(cfg, check_files=check_files) if check_values else []
         except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
             line = _first_line(exc)
             if "could not be converted" in line or "not a valid" in line:
@@ -202,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     flags, overrides = split_args(argv)
     info_only = any(f in _INFO_FLAGS for f in flags)
     if not any(f in ("--help", "-h", "--hydra-help") for f in flags):
-        problem = check_overrides(overrides, check_files=not info_only)
+        # --cfg/--info only print: composition errors still stop, value checks do not
+        problem = check_overrides(overrides, check_files=not info_only,
+                                  check_values=not info_only)
         if problem:
             raise ConfigError(problem)
     register_schema()

@@ -27,7 +27,8 @@ ALL_CHOICES = [(g, c) for g in GROUPS for c in _choices(g)]
 
 @pytest.mark.parametrize(("group", "choice"), ALL_CHOICES, ids=[f"{g}={c}" for g, c in ALL_CHOICES])
 def test_every_group_choice_composes_and_resolves(group, choice, tmp_path):
-    cfg = compose_config([f"{group}={choice}", f"paths.output_root={tmp_path}"])
+    cfg = compose_config([f"{group}={choice}", f"paths.output_root={tmp_path}",
+                          "launcher.nproc_per_node=8"])
     cfg.run_dir = str(tmp_path / "run")
     container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert container["task"] in ("train", "demo")
@@ -44,6 +45,16 @@ def test_every_experiment_composes_for_both_stages(experiment, stage, tmp_path):
     if experiment != "demo":
         assert cfg.model.name in experiment
     OmegaConf.to_container(cfg.train, resolve=True)
+
+
+def test_recipe_batch_needs_eight_processes():
+    """TRL semantics: per_device_train_batch_size counts completions; 1 x 8 GPUs = one group."""
+    problems = validate(compose_config(["model=7b"]), check_files=False)
+    assert [p.key for p in problems] == ["train.per_device_train_batch_size"]
+    assert "num_generations 8" in str(problems[0])
+    assert validate(compose_config(["model=7b", "launcher.nproc_per_node=8"]),
+                    check_files=False) == []
+    assert compose_config(["model=tiny"]).train.per_device_train_batch_size == 8
 
 
 def test_stage1_recipe_matches_paper():
@@ -109,6 +120,7 @@ def test_validation_with_real_files(shared_data, tmp_path):
 @pytest.mark.parametrize(("override", "key"), [
     ("train.num_generations=1", "train.num_generations"),
     ("train.forward_batch_size=3", "train.forward_batch_size"),
+    ("train.per_device_train_batch_size=6", "train.per_device_train_batch_size"),
     ("video.total_pixels=100", "video.total_pixels"),
     ("eval.video.min_pixels=100", "eval.video.min_pixels"),
     ("video.max_pixels=1000", "video.max_pixels"),
@@ -133,7 +145,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     (["trian.lr=1"], "trian"),
     (["train.per_device_train_batch_size=0"], "train.per_device_train_batch_size"),
     (["video.total_pixels=10"], "video.total_pixels"),
-    (["-m", "train.num_generations=8,1", "--cfg", "job"], "train.num_generations"),
+    (["-m", "data=synthetic", "train.num_generations=8,1"], "train.num_generations"),
     (["task=train", "paths.data_root=/nonexistent"], "/nonexistent/train/stage_1.jsonl"),
 ])
 def test_bad_overrides_print_one_line_and_exit_2(args, needle):

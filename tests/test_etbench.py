@@ -295,7 +295,7 @@ def test_etbench_metrics_end_to_end_without_models():
     o = ["x", "y", "z", "w"]
     entries = [
         _entry("rar", "pt", 0, o=o, p=0, a="(A)"), _entry("eca", "cs", 0, o=o, p=1, a="B."),
-        _entry("rvq", "star", 0, o=o, p=2, a="d"), _entry("rvq", "star", 1, o=o, p=2, a="C"),
+        _entry("rvq", "star", 0, o=o, p=2, a=""), _entry("rvq", "star", 1, o=o, p=2, a="C"),
         _entry("tvg", "cs", 0, tgt=[0, 10], a="0 - 10"), _entry("tvg", "qv", 0, tgt=[0, 10], a=""),
         _entry("epm", "e", 0, tgt=[0, 10], a="0 - 5"), _entry("tal", "t", 0, tgt=[[0, 10]], a="0-10"),
         _entry("evs", "tv", 0, tgt=[[0, 10]], a="5 - 15"), _entry("vhd", "yh", 0, tgt=[[1, 2]], a="1"),
@@ -312,6 +312,7 @@ def test_etbench_metrics_end_to_end_without_models():
     assert res["tem_rec"] == 1.0 and res["gvq_rec"] == 1.0 and res["com_rec"] == 1.0
     assert res["dvc_f1"] is None and res["cap_f1"] is None and res["avg"] is None
     assert res["n"] == 12 and res["errors"] == []
+    assert sum(r.get("fallback", 0) for r in res["rows"]) == 0     # MiniLM never needed
     assert {(r["task"], r["source"]) for r in res["rows"]} >= {("tvg", "cs"), ("tvg", "qv")}
     json.dumps(res)                                    # serialisable as is
 

@@ -133,6 +133,8 @@ def test_unknown_format_and_kind_mismatch_give_one_line(tmp_path):
     with pytest.raises(ScoreError, match="holds grounding predictions but eval.kind=etbench"):
         score(_cfg(tmp_path, ref, "etbench"))
 
+    with pytest.raises(ScoreError, match="scores one benchmark"):
+        score(_cfg(tmp_path, ref, "suite"))
     with pytest.raises(ScoreError, match="eval.predictions"):
         score(_cfg(tmp_path, "", "tvg"))
     with pytest.raises(FileNotFoundError, match="missing.json"):

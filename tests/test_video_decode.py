@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-
 from helpers_video import FPS_23976, make_bad_corpus, read_indices, write_index_video
+
 from museg.data.video import (
     EVAL_SPEC,
     TRAIN_SPEC,

@@ -116,6 +116,9 @@ def score(cfg: Any) -> dict:
                          "reference implementation's output json)")
     path = Path(pred)
     kind = cfg_get(cfg, "eval.kind")
+    if kind not in ("tvg", "tal", "etbench"):
+        raise ScoreError(f"task=score scores one benchmark, got eval.kind={kind!r} "
+                         "(fix: benchmark=<charades_sta|thumos14|...|et_bench_subset>)")
     try:
         fmt, records = load_prediction_file(path)
     except PredictionFormatError as e:

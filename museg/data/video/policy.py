@@ -90,7 +90,8 @@ class FailurePolicy:
         return self.key_fn(index) in self.failed
 
     def record(self, index: int, err: BaseException, extra: Mapping[str, Any] | None = None) -> None:
-        """Quarantine ``index`` (log + jsonl line) and abort if the failure budget is exceeded."""
+        """Quarantine ``index`` (log + jsonl line); in ``replace`` mode abort once the failure
+        budget is exceeded."""
         key = self.key_fn(index)
         with self._lock:
             new = key not in self.failed
@@ -105,7 +106,7 @@ class FailurePolicy:
                     f.write(json.dumps(rec, default=str) + "\n")
         if new:
             log.warning("video failure %d (%s): %s", n, key, err)
-        if n / self.num_items > self.max_failure_fraction:
+        if self.on_failure == "replace" and n / self.num_items > self.max_failure_fraction:
             where = f"; see {self.quarantine_path}" if self.quarantine_path else ""
             raise FailureBudgetExceeded(
                 f"{n} of {self.num_items} items failed to decode, more than "

@@ -34,18 +34,28 @@ from museg.data.video.decode import VideoError, VideoTimeoutError, VideoUnreadab
 
 START_TIMEOUT_S = 300.0  # a fresh worker importing torch on a loaded machine
 DEFAULT_WORKERS = int(os.environ.get("MUSEG_DECODE_WORKERS", "2"))
+# imported by the fork server (so forked workers start warm) and by each worker before it reports
+# ready, so that import time is never charged to a call's timeout
+WARM_MODULES = ("museg.data.video.decode", "torchcodec.decoders", "av")
 
 
 def _context() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["museg.data.video.decode"])
+        ctx.set_forkserver_preload(list(WARM_MODULES))
         return ctx
     return mp.get_context("spawn")
 
 
 def _worker_main(conn) -> None:
     """Worker loop: receive ``(fn, args)``, answer ``("ok", result)`` or ``("err", exception)``."""
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     conn.send(("ready", os.getpid()))
     while True:
         try:

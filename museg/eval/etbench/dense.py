@@ -40,6 +40,7 @@ from museg.eval.etbench.captions import (
     PTBTokenizer,
     SentenceEmbedder,
     coco_scores,
+    report_unavailable,
 )
 from museg.eval.etbench.parsing import parse_captions
 from museg.eval.etbench.tasks import THRESHOLDS
@@ -194,7 +195,7 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
         tok = dict(zip(raw, tokenizer.tokenize(raw), strict=True))
         plan = {k: [[(tok[h], tok[r]) for h, r in v] for v in vids] for k, vids in plan.items()}
     except CaptionMetricsUnavailable as e:
-        _fail(errors, f"dvc/slc caption metrics unavailable: {e}")
+        report_unavailable(errors, e)
         return rows
     timing["captions:tokenize"] = time.perf_counter() - t0
 
@@ -210,7 +211,7 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
             for k, vids in plan.items():
                 per_video["sim"][k] = [float(np.mean(embedder.pair_similarity(v))) for v in vids]
         except CaptionMetricsUnavailable as e:
-            _fail(errors, f"dvc/slc SentSim unavailable: {e}")
+            report_unavailable(errors, e)
         timing["captions:sentsim"] = time.perf_counter() - t0
         _run_coco(plan, per_video, timing)
     finally:
@@ -239,9 +240,9 @@ def _run_meteor(plan: dict, meteor: MeteorScorer | None, per_video: dict, errors
             per_video["meteor"][k] = scores[pos:pos + len(plan[k])]
             pos += len(plan[k])
     except CaptionMetricsUnavailable as e:
-        _fail(errors, f"dvc/slc METEOR unavailable: {e}")
+        report_unavailable(errors, e)
     except Exception as e:  # noqa: BLE001 - a thread must report, not die silently
-        _fail(errors, f"dvc/slc METEOR failed: {type(e).__name__}: {e}")
+        report_unavailable(errors, f"METEOR failed ({type(e).__name__}: {e})")
     finally:
         if own and meteor is not None:
             meteor.close()
@@ -262,8 +263,3 @@ def _run_coco(plan: dict, per_video: dict, timing: dict[str, float]) -> None:
             per_video[m][k] = [x[m] for x in vals]
     timing["captions:coco"] = time.perf_counter() - t0
 
-
-def _fail(errors: list[str], message: str) -> None:
-    if message not in errors:
-        log.error(message)
-        errors.append(message)

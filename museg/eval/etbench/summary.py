@@ -35,7 +35,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from museg.eval.etbench.captions import CaptionMetricsUnavailable, MeteorScorer, SentenceEmbedder
+from museg.eval.etbench.captions import (
+    CaptionMetricsUnavailable,
+    MeteorScorer,
+    SentenceEmbedder,
+    report_unavailable,
+)
 from museg.eval.etbench.dense import build_group, score_dense
 from museg.eval.etbench.tasks import (
     make_chooser,
@@ -171,12 +176,15 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 def etbench_metrics(entries: Iterable[dict], subset: Mapping | str | Path | None = None, *,
                     seed: int = 0, caption_metrics: bool = True,
-                    embedder: SentenceEmbedder | None = None) -> dict[str, Any]:
+                    embedder: SentenceEmbedder | None = None,
+                    meteor: MeteorScorer | None = None) -> dict[str, Any]:
     """Score E.T. Bench answers (see the module docstring for the result's keys).
 
     ``subset``: None, ``{task: {source: [idx, ...]}}`` or a path to such json. ``seed`` fixes the
     random strings of the dense-captioning evaluation. ``caption_metrics=False`` skips the Java
-    scorers and SentSim (their keys are ``None``, no error).
+    scorers and SentSim (their keys are ``None``, no error). ``embedder`` / ``meteor``: reuse a
+    loaded MiniLM or a running METEOR process across calls (the caller closes ``meteor``);
+    otherwise one METEOR process is started for this call and closed at its end.
     """
     entries = filter_subset(entries, subset)
     _validate(entries)
@@ -188,13 +196,13 @@ def etbench_metrics(entries: Iterable[dict], subset: Mapping | str | Path | None
     embedder = embedder or SentenceEmbedder()
     chooser = make_chooser(embedder)
 
-    meteor = None
+    own_meteor = meteor is None
     dense_keys = [k for k in groups if k[0] in ("dvc", "slc")]
-    if caption_metrics and dense_keys:
+    if caption_metrics and dense_keys and meteor is None:
         try:  # start now: the METEOR jar loads (~5 s) while the other tasks are scored
             meteor = MeteorScorer()
         except CaptionMetricsUnavailable as e:
-            _fail(errors, f"dvc/slc METEOR unavailable: {e}")
+            report_unavailable(errors, e)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for (task, source), group in sorted(groups.items()):
@@ -210,7 +218,7 @@ def etbench_metrics(entries: Iterable[dict], subset: Mapping | str | Path | None
                                 caption_metrics=caption_metrics, timing=timing))
         timing["dvc+slc"] = time.perf_counter() - t0
     finally:
-        if meteor is not None:
+        if own_meteor and meteor is not None:
             meteor.close()
     row_list = [{"task": t, "source": s, **rows[(t, s)]} for t, s in sorted(rows)]
     result: dict[str, Any] = {"rows": row_list, **summarize(row_list), "errors": errors,
@@ -232,13 +240,8 @@ def _score_group(task: str, group: list[dict], chooser: Any, errors: list[str]) 
             return score_gvq(group, chooser)
         return score_choice(group, chooser)
     except CaptionMetricsUnavailable as e:
-        _fail(errors, f"multiple-choice similarity fallback unavailable: {e}")
+        report_unavailable(errors, e)
         keys = ("acc", "miou", "r@0.1", "r@0.3", "r@0.5", "r@0.7", "mrec") if task == "gvq" \
             else ("acc",)
         return {"n": len(group), "failed": None, **dict.fromkeys(keys)}
 
-
-def _fail(errors: list[str], message: str) -> None:
-    if message not in errors:
-        log.error(message)
-        errors.append(message)
