@@ -273,6 +273,10 @@ class EvalConfig:
     """Video settings at evaluation."""
     backend: str = "hf"
     """hf or vllm."""
+    gpu_memory_utilization: float = 0.9
+    """vLLM memory fraction (eval.backend=vllm)."""
+    max_model_len: int | None = None
+    """vLLM context length (null: from the model)."""
     limit: int | None = None
     """Evaluate only the first N items."""
     predictions: str | None = None
@@ -341,6 +345,8 @@ class MusegConfig:
     """auto: continue from the latest complete checkpoint; never; or a checkpoint path."""
     init_from: str | None = None
     """Initial weights: a run directory (its final model) or a model directory."""
+    predictions: str | None = None
+    """task=score: shorthand for eval.predictions."""
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)

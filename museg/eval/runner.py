@@ -97,12 +97,12 @@ def load_eval_items(cfg: Any) -> list:
     if not Path(ann).exists():
         raise EvalError(f"{ann}: annotation file not found (fix: set eval.annotation or "
                         "paths.data_root)")
-    if kind in ("tvg", "tal"):
+    if kind in ("tvg", "tal", "mixed"):
         items = load_grounding_eval(ann, root, on_bad_record=on_bad)
     elif kind == "etbench":
         items = load_etbench(ann, root, on_bad_record=on_bad, subset=cfg_get(cfg, "eval.subset"))
     else:
-        raise EvalError(f"eval.kind={kind!r} is not one of tvg, tal, etbench")
+        raise EvalError(f"eval.kind={kind!r} is not one of tvg, tal, mixed, etbench")
     limit = cfg_get(cfg, "eval.limit")
     if limit is not None:
         items = items[: int(limit)]
@@ -223,7 +223,7 @@ def _record(item: Any, kind: str, output: str, error: str | None = None) -> dict
     """One predictions.jsonl line: id, video, raw output, parsed answer, ground truth."""
     rec = {"item_id": item.item_id, "kind": kind, "video": item.video, "output": output,
            "answer": extract_answer(output), "groundtruth": item.groundtruth}
-    if kind in ("tvg", "tal"):
+    if kind in ("tvg", "tal", "mixed"):
         from museg.eval.metrics import parse_answer_segments
 
         try:

@@ -79,7 +79,24 @@ def compute_metrics(kind: str, records: Sequence[dict], subset: Any = None) -> d
         from museg.eval.etbench import etbench_metrics
 
         return dict(etbench_metrics(etbench_entries(records), subset=_load_subset(subset)))
-    raise ScoreError(f"eval.kind={kind!r} is not one of tvg, tal, etbench")
+    if kind == "mixed":
+        return mixed_metrics(records)
+    raise ScoreError(f"eval.kind={kind!r} is not one of tvg, tal, mixed, etbench")
+
+
+def mixed_metrics(records: Sequence[dict]) -> dict:
+    """Grounding metrics per item task (``extra.task`` = tvg or tal), flattened and nested.
+
+    Used by benchmarks that mix single- and multi-segment questions (the synthetic held-out split):
+    ``miou``/``mean_r``/``r@t`` come from the tvg items, ``mean_f1``/``f1@t`` from the tal items.
+    """
+    out: dict[str, Any] = {"n": len(records)}
+    for task in ("tvg", "tal"):
+        rows = [r for r in records if (r.get("extra") or {}).get("task", "tvg") == task]
+        sub = compute_metrics(task, rows)
+        out[task] = sub
+        out.update({k: v for k, v in sub.items() if k != "n"})
+    return out
 
 
 def _check_kind(path: Path, fmt: str, kind: str, records: Sequence[dict]) -> None:
@@ -116,7 +133,7 @@ def score(cfg: Any) -> dict:
                          "reference implementation's output json)")
     path = Path(pred)
     kind = cfg_get(cfg, "eval.kind")
-    if kind not in ("tvg", "tal", "etbench"):
+    if kind not in ("tvg", "tal", "mixed", "etbench"):
         raise ScoreError(f"task=score scores one benchmark, got eval.kind={kind!r} "
                          "(fix: benchmark=<charades_sta|thumos14|...|et_bench_subset>)")
     try:
