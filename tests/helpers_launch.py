@@ -16,11 +16,12 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The tiny model on the demo's synthetic videos, with the smallest budgets that still train.
+# The tiny model on the demo's synthetic videos, with the smallest budgets that still train:
+# per_device_train_batch_size counts completions, so 2 = one prompt x G=2 per process.
 TINY_TRAIN = [
     "experiment=demo", "task=train", "model=tiny",
     "train.num_generations=2", "train.max_completion_length=16", "train.max_prompt_length=1024",
-    "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=1",
+    "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=1",
     "train.bf16=false", "train.beta=0.0", "train.completions_every=1",
     "video.max_frames=8", "video.total_pixels=25088",
 ]
@@ -66,10 +67,52 @@ def fail_on_rank_one(cfg) -> int:
     return 0
 
 
+TEXT_REWARD_ENV = "MUSEG_TEST_TEXT_REWARD"
+
+
+def add_text_reward() -> None:
+    """Add a deterministic reward of the completion text to the real ones.
+
+    The untrained tiny model scores 0 on every MUSEG reward, so all advantages (and gradients)
+    would be 0; this gives the completions of a group different rewards.
+    """
+    import museg.rewards.registry as registry
+
+    original = registry.compute_rewards
+    if getattr(original, "_text_reward", False):
+        return
+
+    def compute_rewards(completions, solutions, **kwargs):
+        out = dict(original(completions, solutions, **kwargs))
+        extra = [(sum(map(ord, str(c))) % 97) / 97.0 for c in completions]
+        out["text"] = extra
+        out["total"] = [a + b for a, b in zip(out["total"], extra, strict=True)]
+        return out
+
+    compute_rewards._text_reward = True  # type: ignore[attr-defined]
+    registry.compute_rewards = compute_rewards
+
+
 def record_train(cfg) -> dict:
-    """Rank entry point: train(cfg) recording every step's gathered record in run_dir."""
+    """Rank entry point: train(cfg) recording every step's gathered record in run_dir.
+
+    ``records_rank{r}.json`` holds the gathered records and this rank's share of each step's
+    data (``slots``: position + generation indices) as the batcher handed it out.
+    """
+    from museg.rl.batch import StepBatcher
     from museg.rl.trainer import train
 
+    if os.environ.get(TEXT_REWARD_ENV):
+        add_text_reward()
+    shares: list[list[dict]] = []
+    get = StepBatcher.get
+
+    def get_and_record(self, consumed):
+        slots = get(self, consumed)
+        shares.append([{"position": s.position, "generations": s.generations} for s in slots])
+        return slots
+
+    StepBatcher.get = get_and_record  # type: ignore[method-assign]
     records = []
 
     def on_step(rec) -> None:
@@ -77,7 +120,12 @@ def record_train(cfg) -> dict:
                         "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
                         "advantages": rec.advantages.tolist(), "metrics": rec.metrics})
 
-    summary = train(cfg, on_step=on_step)
+    try:
+        summary = train(cfg, on_step=on_step)
+    finally:
+        StepBatcher.get = get  # type: ignore[method-assign]
+    for rec, share in zip(records, shares, strict=True):
+        rec["slots"] = share
     rank = int(os.environ.get("RANK", "0"))
     (Path(cfg.run_dir) / f"records_rank{rank}.json").write_text(json.dumps(records))
     return {k: v for k, v in summary.items() if k != "history"}

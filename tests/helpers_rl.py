@@ -1,9 +1,10 @@
 """Helpers for the trainer tests and benchmark: a compose-free tiny training config, a rollout that
-mixes HF samples with one correct answer per group (so rewards vary and the policy learns), and a
-worker for multi-process runs.
+mixes seeded HF samples with one correct answer per group (so rewards vary and the policy learns), a
+scripted rollout (fixed completions, no sampling), and a worker for multi-process runs.
 
 ``tiny_train_cfg(tmp_path, **overrides)``: overrides use ``__`` for nesting
-(``train__beta=0.0`` sets ``cfg.train.beta``).
+(``train__beta=0.0`` sets ``cfg.train.beta``). As ``conf/model/tiny.yaml``,
+``per_device_train_batch_size`` defaults to ``num_generations`` (one whole group per micro-step).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
                   "on_failure": "replace", "max_failure_fraction": 0.5, "prefetch": 1},
         "train": {"learning_rate": 1e-3, "beta": 0.04, "num_generations": 4,
                   "max_completion_length": 8, "max_prompt_length": 4096,
-                  "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2,
+                  "per_device_train_batch_size": "${train.num_generations}",
+                  "gradient_accumulation_steps": 2,
                   "num_train_epochs": 1, "max_steps": 2, "bf16": False, "save_steps": 1,
                   "save_total_limit": 3, "data_seed": 42, "temperature": 1.0, "top_p": 1.0,
                   "loss_type": "sequence", "scale_rewards": True, "num_iterations": 1,
@@ -82,31 +84,69 @@ def good_answer(solution: list[list[float]]) -> str:
     return f"<think>The shape is visible {cites}.</think><answer>{segs}</answer>"
 
 
-def oracle_mix_rollout(model, processor, inputs, num_generations, max_new_tokens, do_sample=True,
-                       temperature=1.0, top_p=1.0, seed=None, prompt_text=None, video=None,
-                       sample=None, **_: Any):
-    """HF-sampled completions with the first one of each group replaced by a correct answer."""
-    from museg.model.generate import Rollout, eos_token_ids, generate_completions
+def _rollout(texts: list[str], processor):
+    from museg.model.generate import Rollout, eos_token_ids
 
-    roll = generate_completions(model, processor, inputs, num_generations, max_new_tokens,
-                                do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                seed=seed)
     tok = processor.tokenizer
-    text = good_answer(sample.solution)
-    good = tok(text, add_special_tokens=False)["input_ids"] + [eos_token_ids(tok)[0]]
-    width = max(len(good), roll.completion_ids.shape[1])
+    rows = [tok(t, add_special_tokens=False)["input_ids"] + [eos_token_ids(tok)[0]] for t in texts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((num_generations, width), pad, dtype=torch.long)
-    mask = torch.zeros((num_generations, width), dtype=torch.long)
+    ids = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    return Rollout(texts=texts, completion_ids=ids, completion_mask=mask, prompt_ids=None,
+                   prompt_mask=None, is_eos=torch.ones(len(rows), dtype=torch.bool),
+                   num_generations=len(rows))
+
+
+def oracle_mix_rollout(model, processor, inputs, num_generations, max_new_tokens, do_sample=True,
+                       temperature=1.0, top_p=1.0, seed=None, seeds=None, generation_indices=None,
+                       sample=None, **_: Any):
+    """Seeded HF samples (one seed per completion, :mod:`museg.rl.sampling`) with generation 0 of
+    each group replaced by a correct answer; independent of how a group is split over ranks."""
+    from museg.model.generate import Rollout
+    from museg.rl.sampling import sample_completions
+
+    gens = list(generation_indices if generation_indices is not None else range(num_generations))
+    seeds = list(seeds) if seeds is not None else [int(seed or 0) + g for g in gens]
+    roll = sample_completions(model, processor, [inputs] * len(gens), seeds, max_new_tokens,
+                              temperature=temperature, top_p=top_p)
+    if 0 not in gens:
+        return roll
+    good = _rollout([good_answer(sample.solution)], processor)
+    pad = processor.tokenizer.pad_token_id or 0
+    width = max(good.completion_ids.shape[1], roll.completion_ids.shape[1])
+    ids = torch.full((len(gens), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(gens), width), dtype=torch.long)
     c = roll.completion_ids.shape[1]
     ids[:, :c], mask[:, :c] = roll.completion_ids, roll.completion_mask
-    ids[0], mask[0] = pad, 0
-    ids[0, :len(good)] = torch.tensor(good)
-    mask[0, :len(good)] = 1
-    texts = [text] + list(roll.texts[1:])
-    return Rollout(texts=texts, completion_ids=ids, completion_mask=mask,
-                   prompt_ids=roll.prompt_ids, prompt_mask=roll.prompt_mask,
-                   is_eos=roll.is_eos, num_generations=num_generations)
+    i, n = gens.index(0), good.completion_ids.shape[1]
+    ids[i], mask[i] = pad, 0
+    ids[i, :n], mask[i, :n] = good.completion_ids[0], 1
+    texts = list(roll.texts)
+    texts[i] = good.texts[0]
+    return Rollout(texts=texts, completion_ids=ids, completion_mask=mask, prompt_ids=None,
+                   prompt_mask=None, is_eos=roll.is_eos, num_generations=len(gens))
+
+
+SCRIPTED = 4  # distinct scripted completions, cycled over generation indices
+
+
+def scripted_texts(solution: list[list[float]], g: int) -> str:
+    """Completion ``g`` of the scripted rollout: correct, loose, off, unparsable (cycled)."""
+    (s, e) = solution[0]
+    return [good_answer(solution),
+            f"<think>at {s:.2f}</think><answer>{s:.2f}-{e + 1.0:.2f}</answer>",
+            f"<think>no idea</think><answer>{s + 0.5:.2f}-{e:.2f}</answer>",
+            "the answer is somewhere"][g % SCRIPTED]
+
+
+def scripted_rollout(model, processor, inputs, num_generations, max_new_tokens, seed=None,
+                     generation_indices=None, sample=None, **_: Any):
+    """Fixed completions by generation index (no sampling): rewards differ within a group."""
+    gens = list(generation_indices if generation_indices is not None else range(num_generations))
+    return _rollout([scripted_texts(sample.solution, g) for g in gens], processor)
 
 
 def history_by_step(summary: dict) -> dict[int, dict]:
@@ -126,11 +166,12 @@ def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: s
     def on_step(rec):
         records.append({"step": rec.step, "positions": rec.positions.tolist(),
                         "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
-                        "advantages": rec.advantages.tolist(), "loss": rec.metrics["loss"],
-                        "grad_norm": rec.metrics["grad_norm"]})
+                        "advantages": rec.advantages.tolist(), "metrics": rec.metrics})
 
-    train(cfg, on_step=on_step, rollout_fn=oracle_mix_rollout)
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(records))
+    summary = train(cfg, on_step=on_step, rollout_fn=oracle_mix_rollout)
+    summary.pop("history", None)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"records": records,
+                                                             "summary": summary}, default=str))
 
 
 def dist_primitives_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:

@@ -9,7 +9,8 @@ any resize, so :func:`read_indices` recovers exactly which source frames a decod
     [0, 6, 11, 17, 22, 28, 33, 39]
 
 :func:`make_bad_corpus` writes one file per failure mode (0 bytes, truncated mid-stream, audio only,
-one frame, variable frame rate, header frame count that lies, garbage bytes, a missing path) and
+one frame, variable frame rate, header frame count that lies, garbage bytes, a missing path; two
+truncations: moov index lost, and index intact with the media data cut short) and
 returns ``{name: path}``.
 """
 
@@ -141,6 +142,11 @@ def make_bad_corpus(root: str | Path) -> dict[str, Path]:
     data = good.read_bytes()
     out["truncated"] = root / "truncated.mp4"
     out["truncated"].write_bytes(data[: len(data) * 6 // 10])  # moov (at the end) is gone
+    fast = write_index_video(root / "faststart.mp4", 100, fps=25,
+                             container_options={"movflags": "faststart"})
+    data = fast.read_bytes()
+    out["truncated_faststart"] = root / "truncated_faststart.mp4"  # index intact, data cut
+    out["truncated_faststart"].write_bytes(data[: len(data) * 6 // 10])
     out["audio_only"] = write_audio_only(root / "audio_only.mp4")
     out["one_frame"] = write_index_video(root / "one_frame.mp4", 1, fps=25)
     out["garbage"] = root / "garbage.mp4"

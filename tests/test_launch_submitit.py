@@ -135,12 +135,13 @@ def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path, ntasks):
     k = int(resumed.name.split("-")[1])
     assert 1 <= k < total and (resumed / "COMPLETE").is_file()
     assert _steps(run / "metrics.jsonl") == list(range(1, total + 1))  # each step once
-    # data: rank 0's prompts are logged with their global positions; per step, the global
-    # batch is ntasks prompts and rank 0 takes the first -> positions (step - 1) * ntasks
+    # data: every completion is logged with its global prompt position; a step takes
+    # P = 2 completions x ntasks / G=2 prompts, so step s uses positions [(s-1)P, sP) exactly once
     rows = [json.loads(ln) for ln in (run / "completions.jsonl").read_text().splitlines()]
-    by_step: dict[int, set[int]] = {}
+    by_step: dict[int, list[tuple[int, int]]] = {}
     for r in rows:
-        by_step.setdefault(r["step"], set()).add(r["position"])
-    assert by_step == {s: {(s - 1) * ntasks} for s in range(1, total + 1)}
+        by_step.setdefault(r["step"], []).append((r["position"], r["generation"]))
+    assert by_step == {s: [(p, g) for p in range((s - 1) * ntasks, s * ntasks) for g in (0, 1)]
+                       for s in range(1, total + 1)}
     logs = Path(first["stdout"]).read_text() + Path(first["stderr"]).read_text()
     assert "Requeued job" in logs  # submitit's own requeue, after our checkpoint

@@ -238,32 +238,64 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_gloo_matches_single_process(tmp_path):
+def _broken_first_record(cfg, tmp_path: Path) -> str:
+    """Point the first training record (position 0 without shuffling) at a corrupt video."""
+    from museg.data.sources import materialize_synthetic
+
+    materialize_synthetic(cfg)
+    lines = Path(cfg.data.train_file).read_text().splitlines()
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    first = json.loads(lines[0])
+    first["video"] = str(bad)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    OmegaConf.update(cfg, "data.train_file", str(data))
+    return str(bad)
+
+
+def test_two_process_group_split_matches_single_process(tmp_path):
+    """per_device = G/2 on 2 gloo ranks (every group spans both) == per_device = G on 1 process:
+    same positions, rewards, advantages, loss, KL and weights -- including a broken video that
+    both ranks must replace by the same sample."""
     import torch.multiprocessing as mp
 
-    single = []
-    cfg1 = tiny_train_cfg(tmp_path / "one", train__max_steps=2, train__per_device_train_batch_size=1,
-                          train__gradient_accumulation_steps=2, train__completions_every=0)
+    g = 4
+    common = {"train__max_steps": 2, "train__num_generations": g, "train__save_steps": 100,
+              "train__gradient_accumulation_steps": 2, "train__completions_every": 2,
+              "data__shuffle": False}
+    single: list[StepRecord] = []
+    cfg1 = tiny_train_cfg(tmp_path / "one", train__per_device_train_batch_size=g, **common)
+    bad = _broken_first_record(cfg1, tmp_path)
     s1 = train(cfg1, on_step=single.append, rollout_fn=oracle_mix_rollout)
-    cfg2 = tiny_train_cfg(tmp_path / "two", train__max_steps=2,
-                          train__gradient_accumulation_steps=1, train__completions_every=0)
+    cfg2 = tiny_train_cfg(tmp_path / "one", train__per_device_train_batch_size=g // 2,
+                          run_dir=str(tmp_path / "two"), **common)
+    OmegaConf.update(cfg2, "data.train_file", str(cfg1.data.train_file))
     out = tmp_path / "out"
     out.mkdir()
     mp.spawn(dist_worker, args=(2, _free_port(), OmegaConf.to_yaml(cfg2), str(out)), nprocs=2,
              join=True)
-    r0 = json.loads((out / "rank0.json").read_text())
-    r1 = json.loads((out / "rank1.json").read_text())
-    for one, a, b in zip(single, r0, r1, strict=True):
-        assert a["positions"] == b["positions"] == one.positions.tolist()  # both ranks gathered
-        assert a["positions"] == sorted(set(a["positions"]))  # shards disjoint, in order
+    r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
+    assert s1["videos_replaced"] == r0["summary"]["videos_replaced"] == 1
+    assert s1["failed_videos"] == r0["summary"]["failed_videos"] == r1["summary"]["failed_videos"] \
+        == [bad]
+    for one, a, b in zip(single, r0["records"], r1["records"], strict=True):
+        assert a["positions"] == b["positions"] == one.positions.tolist()
+        assert a["rewards"] == b["rewards"] and a["advantages"] == b["advantages"]
         for key, vals in one.rewards.items():
-            assert a["rewards"][key] == pytest.approx(vals.tolist(), abs=1e-6)
+            assert a["rewards"][key] == pytest.approx(vals.tolist(), abs=1e-6), key
         assert a["advantages"] == pytest.approx(one.advantages.tolist(), abs=1e-5)
-        assert a["loss"] == pytest.approx(one.metrics["loss"], rel=1e-4, abs=1e-6)
-        assert a["grad_norm"] == pytest.approx(one.metrics["grad_norm"], rel=1e-3)
-    a, b = _final_weights(Path(s1["run_dir"])), _final_weights(Path(cfg2.run_dir))
-    assert all(torch.allclose(a[x], b[x], rtol=1e-3, atol=1e-5) for x in a)
+        for key in ("loss", "kl", "grad_norm", "completion_length", "reward/group_std"):
+            assert a["metrics"][key] == pytest.approx(one.metrics[key], rel=1e-4, abs=1e-6), key
+    assert single[0].metrics["kl"] == 0.0 and single[1].metrics["kl"] > 0.0
+    w1, w2 = _final_weights(Path(s1["run_dir"])), _final_weights(Path(cfg2.run_dir))
+    assert all(torch.allclose(w1[x], w2[x], rtol=1e-4, atol=1e-6) for x in w1)
+    # the completions table holds every rank's completions (rank 0 writes all of them)
+    rows1 = [json.loads(x) for x in (Path(cfg1.run_dir) / "completions.jsonl").read_text().splitlines()]
+    rows2 = [json.loads(x) for x in (Path(cfg2.run_dir) / "completions.jsonl").read_text().splitlines()]
+    assert len(rows2) == len(rows1) == 2 * 2 * g
+    assert [(r["position"], r["generation"], r["completion"]) for r in rows2] == \
+        [(r["position"], r["generation"], r["completion"]) for r in rows1]
 
 
 # ---------------------------------------------------------------------------- GPU

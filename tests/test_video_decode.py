@@ -71,10 +71,10 @@ def test_same_pixels_as_reference(videos, monkeypatch, capsys):
         ref, ref_fps = vp.fetch_video({"video": str(path), **TRAIN_SPEC},
                                       return_video_sample_fps=True)
         for backend in BACKENDS:
-            v = decode_video(path, TRAIN_SPEC, backend=backend)
+            v = decode_video(path, {**TRAIN_SPEC, "resize": "exact"}, backend=backend)
             assert v.plan.sample_fps == ref_fps and v.frames.shape == ref.shape
             assert torch.equal(v.frames.float(), ref), (name, backend)
-        fast = decode_video(path, {**TRAIN_SPEC, "resize": "fast"}).frames.float()
+        fast = decode_video(path, TRAIN_SPEC).frames.float()  # default: "fast"
         diff = (fast - ref).abs()
         with capsys.disabled():
             print(f"\n[resize=fast vs reference] {name}: max |diff| {diff.max():.0f}, "
@@ -98,7 +98,8 @@ def test_processor_grid_matches_plan(videos):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_corpus_typed_errors(bad, backend):
-    for name in ("empty", "truncated", "audio_only", "one_frame", "garbage", "missing"):
+    for name in ("empty", "truncated", "truncated_faststart", "audio_only", "one_frame", "garbage",
+                 "missing"):
         path = bad[name]
         err_type = VideoNotFoundError if name == "missing" else VideoUnreadableError
         with pytest.raises(err_type) as ei:

@@ -1,25 +1,33 @@
-"""Per-step prompt batches: data order, per-rank shards, video decoding with prefetch, replacement.
+"""Per-step prompt batches (TRL batch semantics): data order, completion layout, video decoding.
+
+``train.per_device_train_batch_size`` (``pd``) counts *completions* per rank per micro-step. A
+micro-step holds ``pd x world_size`` completions = ``P = pd x world_size / G`` prompts; an optimizer
+step has ``gradient_accumulation_steps`` (``A``) micro-steps, i.e. ``P x A`` prompts. Global
+completion ``k`` of a micro-step belongs to prompt ``k // G`` (generation ``k % G``) and rank ``r``
+handles completions ``[r*pd, (r+1)*pd)``, so a group may span ranks (MUSEG: ``pd`` 1 on 8 GPUs with
+G 8: one prompt per micro-step, one completion per GPU). :func:`rank_runs` gives a rank's share as
+``(prompt offset, first generation, end generation)`` runs.
 
 The data order is a stream of epoch-wise permutations: epoch ``e`` is
 ``torch.randperm(N, generator=Generator().manual_seed(data_seed + e))`` (or ``arange`` without
-shuffling). Optimizer step ``s`` consumes the global positions ``[consumed, consumed + GB)`` of that
-stream, ``GB = world_size * per_device_train_batch_size * gradient_accumulation_steps``; rank ``r``
-takes the contiguous ``r``-th shard. The position (``consumed``) is all a checkpoint needs.
+shuffling), identical on every rank. Step ``s`` consumes the prompt positions
+``[consumed, consumed + P*A)``; micro-step ``m`` the ``P`` positions from ``consumed + m*P``. The
+position (``consumed``, counted in prompts) is all a checkpoint needs.
 
-Each prompt's video is decoded once per step through a :class:`museg.data.video.FrameCache`
-(shared by G rollouts and every forward pass); a :class:`museg.data.video.Prefetcher` decodes the
-next ``video.prefetch`` steps in background threads while the current one trains. A video that
-fails (``VideoError``) goes through :class:`museg.data.video.FailurePolicy`: quarantined in
-``run_dir/quarantine.jsonl`` and, with ``video.on_failure=replace``, the sample is swapped for a
-deterministic other sample (seeded by data_seed, index and attempt), so every rank still has a full
-batch (ZeRO-3 needs every rank to run the vision tower); past ``video.max_failure_fraction`` of
-broken items the run aborts (``FailureBudgetExceeded``).
+A rank decodes only the videos of the prompts it touches, through a
+:class:`museg.data.video.FrameCache` with a :class:`museg.data.video.Prefetcher` that decodes the
+next ``video.prefetch`` steps in background threads. A video that fails (``VideoError``) goes
+through :class:`museg.data.video.FailurePolicy` (quarantine + deterministic replacement, or stop
+with ``on_failure=fail``). Because several ranks may hold parts of one group, the ranks exchange
+their failures after each decoding round (one ``all_gather_object`` per step) so that every rank
+knows the same failed videos and picks the same replacement for a position; a decode worker that
+cannot start is a :class:`DecodeWorkerError` (one line), not a bad video.
 
 Example::
 
-    batcher = StepBatcher(samples, cfg.video, data_seed=42, shuffle=True, per_rank=2,
-                          rank=0, world_size=1, run_dir=run_dir)
-    items = batcher.get(consumed=0)        # list[PromptItem] with .sample and .video
+    batcher = StepBatcher(samples, cfg.video, data_seed=42, shuffle=True, per_device=8,
+                          num_generations=8, accumulation=2, rank=0, world_size=1, run_dir=run_dir)
+    slots = batcher.get(consumed=0)    # list[Slot]: micro-step, position, generations, item
     batcher.close()
 """
 
@@ -34,9 +42,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["DataOrder", "PromptItem", "StepBatcher", "stable_seed"]
+from museg.rl import distributed as D
+
+__all__ = ["DataOrder", "PromptItem", "Slot", "StepBatcher", "DecodeWorkerError", "stable_seed",
+           "prompts_per_micro_step", "rank_runs", "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
+
+
+class DecodeWorkerError(RuntimeError):
+    """The video decode worker process could not start or died without an answer (environment)."""
 
 
 def stable_seed(*parts: Any) -> int:
@@ -47,6 +62,51 @@ def stable_seed(*parts: Any) -> int:
     """
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def prompts_per_micro_step(per_device: int, world_size: int, num_generations: int) -> int:
+    """``P = per_device x world_size / G``; raises ``ValueError`` when it does not divide.
+
+    >>> prompts_per_micro_step(1, 8, 8), prompts_per_micro_step(32, 1, 8)
+    (1, 4)
+    """
+    total = int(per_device) * int(world_size)
+    if total < 1 or total % int(num_generations):
+        raise ValueError(
+            f"train.per_device_train_batch_size: {per_device} completions x {world_size} "
+            f"process(es) = {total} is not a multiple of num_generations {num_generations} (fix: "
+            f"make per_device_train_batch_size x processes a multiple of num_generations)")
+    return total // int(num_generations)
+
+
+def rank_runs(per_device: int, world_size: int, num_generations: int,
+              rank: int) -> list[tuple[int, int, int]]:
+    """Rank ``rank``'s completions of a micro-step as ``(prompt offset, first gen, end gen)`` runs.
+
+    >>> rank_runs(1, 8, 8, 3)              # MUSEG: one completion of the one prompt per GPU
+    [(0, 3, 4)]
+    >>> rank_runs(12, 2, 8, 0), rank_runs(12, 2, 8, 1)
+    ([(0, 0, 8), (1, 0, 4)], [(1, 4, 8), (2, 0, 8)])
+    """
+    prompts_per_micro_step(per_device, world_size, num_generations)
+    g = int(num_generations)
+    runs: list[tuple[int, int, int]] = []
+    for k in range(rank * per_device, (rank + 1) * per_device):
+        p, gen = divmod(k, g)
+        if runs and runs[-1][0] == p:
+            runs[-1] = (p, runs[-1][1], gen + 1)
+        else:
+            runs.append((p, gen, gen + 1))
+    return runs
+
+
+def steps_per_epoch(num_prompts: int, prompts_per_step: int) -> int:
+    """Optimizer steps in one pass: ``floor(N / (P x gradient_accumulation_steps))``.
+
+    >>> steps_per_epoch(5600, 2), steps_per_epoch(10, 4)
+    (2800, 2)
+    """
+    return int(num_prompts) // int(prompts_per_step)
 
 
 class DataOrder:
@@ -90,8 +150,23 @@ class PromptItem:
     replaced_from: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Slot:
+    """This rank's share of one prompt: micro-step, generations ``[gen_start, gen_end)``, item."""
+
+    micro: int
+    position: int
+    gen_start: int
+    gen_end: int
+    item: PromptItem | None = None
+
+    @property
+    def generations(self) -> list[int]:
+        return list(range(self.gen_start, self.gen_end))
+
+
 class StepBatcher:
-    """Produces this rank's ``per_rank`` prompts for a step, decoding videos ahead of time."""
+    """This rank's slots (prompts + generation runs) of each step, videos decoded ahead of time."""
 
     def __init__(
         self,
@@ -99,7 +174,9 @@ class StepBatcher:
         video_cfg: Mapping[str, Any],
         data_seed: int,
         shuffle: bool,
-        per_rank: int,
+        per_device: int,
+        num_generations: int,
+        accumulation: int = 1,
         rank: int = 0,
         world_size: int = 1,
         run_dir: str | Path | None = None,
@@ -109,8 +186,11 @@ class StepBatcher:
 
         self.samples = list(samples)
         self.order = DataOrder(len(self.samples), data_seed, shuffle)
-        self.per_rank, self.rank, self.world_size = per_rank, rank, world_size
-        self.global_batch = per_rank * world_size
+        self.rank, self.world_size = rank, world_size
+        self.prompts_per_micro = prompts_per_micro_step(per_device, world_size, num_generations)
+        self.accumulation = int(accumulation)
+        self.prompts_per_step = self.prompts_per_micro * self.accumulation
+        self.runs = rank_runs(per_device, world_size, num_generations, rank)
         spec = dict(video_spec_from_cfg(video_cfg))
         self.prefetch = max(0, int(video_cfg.get("prefetch", 2) or 0))
         cache_cfg = video_cfg.get("cache") or {}
@@ -123,44 +203,111 @@ class StepBatcher:
         self.policy = FailurePolicy.from_cfg(video_cfg, len(self.samples), run_dir,
                                              seed=int(data_seed), rank=rank,
                                              key_fn=lambda i: self.samples[i].video_path)
+        self.num_replaced = 0  # positions of the whole run replaced (same count on every rank)
 
     @property
     def failed_paths(self) -> dict[str, str]:
         return dict(self.policy.failed)
 
-    @property
-    def num_replaced(self) -> int:
-        return self.policy.num_replaced
+    def restore_failed(self, failed: Mapping[str, str] | Sequence[str]) -> None:
+        """Known-bad videos from a checkpoint (so replacements after a resume are the same)."""
+        items = failed.items() if isinstance(failed, Mapping) else ((k, "failed") for k in failed)
+        for key, msg in items:
+            self.policy.failed[str(key)] = str(msg)
 
-    def rank_positions(self, consumed: int) -> list[int]:
-        start = consumed + self.rank * self.per_rank
-        return list(range(start, start + self.per_rank))
+    def step_positions(self, consumed: int) -> list[int]:
+        """All prompt positions of the step starting at ``consumed`` (every rank agrees)."""
+        return list(range(consumed, consumed + self.prompts_per_step))
+
+    def rank_slots(self, consumed: int) -> list[Slot]:
+        """This rank's slots, ordered by micro-step then position (= local completion order)."""
+        out = []
+        for m in range(self.accumulation):
+            base = consumed + m * self.prompts_per_micro
+            out += [Slot(m, base + p, a, b) for p, a, b in self.runs]
+        return out
 
     def prefetch_from(self, consumed: int) -> None:
-        """Queue the decodes of ``prefetch`` steps starting at global position ``consumed``."""
+        """Queue the decodes of ``prefetch`` steps starting at prompt position ``consumed``."""
         paths = []
         for k in range(self.prefetch):
-            for pos in self.rank_positions(consumed + k * self.global_batch):
-                idx = self.order.indices(pos, 1)[0]
+            for slot in self.rank_slots(consumed + k * self.prompts_per_step):
+                idx = self.order.indices(slot.position, 1)[0]
                 if not self.policy.is_failed(idx):
                     paths.append(self.samples[idx].video_path)
         self.prefetcher.submit(paths)
 
-    def get(self, consumed: int) -> list[PromptItem]:
-        """This rank's prompts for the step starting at global position ``consumed``."""
-        items = []
-        for pos in self.rank_positions(consumed):
-            idx = self.order.indices(pos, 1)[0]
-            used, video = self.policy.load(
-                idx, lambda i: self.prefetcher.get(self.samples[i].video_path),
-                describe=lambda i, pos=pos: {"source": getattr(self.samples[i], "source", None),
-                                             "video_path": self.samples[i].video_path,
-                                             "position": pos})
-            replaced = [] if used == idx else [getattr(self.samples[idx], "source", str(idx))]
-            items.append(PromptItem(position=pos, sample=self.samples[used], video=video,
-                                    replaced_from=replaced))
-        self.prefetch_from(consumed + self.global_batch)  # decode ahead while this step trains
-        return items
+    def _decode(self, idx: int) -> Any:
+        path = self.samples[idx].video_path
+        try:
+            return self.prefetcher.get(path)
+        except (EOFError, BrokenPipeError, ConnectionError) as e:
+            raise DecodeWorkerError(
+                f"{path}: the video decode worker process could not start or died before "
+                f"answering ({type(e).__name__}: {e or 'pipe closed'}) (fix: check free memory "
+                f"and /dev/shm, lower MUSEG_DECODE_WORKERS, or set video.decode_timeout_s=null to "
+                f"decode in-process)") from None
+
+    def _describe(self, idx: int, pos: int) -> dict[str, Any]:
+        return {"source": getattr(self.samples[idx], "source", None),
+                "video_path": self.samples[idx].video_path, "position": pos}
+
+    def get(self, consumed: int) -> list[Slot]:
+        """This rank's slots of the step starting at ``consumed``, with decoded videos.
+
+        Collective when distributed (every rank must call it for every step).
+        """
+        from museg.data.video import FailureBudgetExceeded, VideoError
+
+        slots = self.rank_slots(consumed)
+        original = {s.position: self.order.indices(s.position, 1)[0] for s in slots}
+        current = dict(original)
+        attempts = dict.fromkeys(current, 0)
+        videos: dict[int, Any] = {}
+        replaced_positions: set[int] = set()  # over all ranks, known after the last round
+        for _round in range(self.policy.max_attempts + 1):
+            # 1. positions whose candidate is known bad take their next deterministic replacement
+            for pos in current:
+                while self.policy.is_failed(current[pos]):
+                    attempts[pos] += 1
+                    if attempts[pos] > self.policy.max_attempts:
+                        raise FailureBudgetExceeded(
+                            f"no loadable replacement for item {original[pos]} after "
+                            f"{self.policy.max_attempts} attempts")
+                    current[pos] = self.policy.replacement(original[pos], attempts[pos])
+                    videos.pop(pos, None)
+            # 2. decode what is missing; 3. every rank learns every failure of the round
+            mine = []
+            for pos, idx in current.items():
+                if pos in videos:
+                    continue
+                try:
+                    videos[pos] = self._decode(idx)
+                except VideoError as e:
+                    mine.append((pos, idx, e))
+            swapped = sorted(p for p in current if current[p] != original[p])
+            parts = D.all_gather_object((mine, swapped))
+            failures = [f for part, _ in parts for f in part]
+            if not failures:
+                replaced_positions = {p for _, sw in parts for p in sw}
+                break
+            failures.sort(key=lambda f: (f[0], f[1]))
+            for pos, idx, err in failures:
+                if not self.policy.is_failed(idx):
+                    self.policy.record(idx, err, self._describe(idx, pos))
+            if self.policy.on_failure == "fail":
+                raise failures[0][2]
+        else:
+            raise FailureBudgetExceeded(f"videos of step at position {consumed} kept failing after "
+                                        f"{self.policy.max_attempts} rounds of replacement")
+        self.num_replaced += len(replaced_positions)
+        for s in slots:
+            idx, orig = current[s.position], original[s.position]
+            replaced = [] if idx == orig else [getattr(self.samples[orig], "source", str(orig))]
+            s.item = PromptItem(position=s.position, sample=self.samples[idx],
+                                video=videos[s.position], replaced_from=replaced)
+        self.prefetch_from(consumed + self.prompts_per_step)  # decode ahead while this step trains
+        return slots
 
     def close(self) -> None:
         self.prefetcher.close()

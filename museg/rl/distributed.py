@@ -9,6 +9,7 @@ Example::
     info = init_distributed()                  # gloo on CPU, nccl on GPU
     mine = shard(global_batch, info.rank, info.world_size)
     all_rewards = all_gather_cat(local_rewards)   # rank order == global batch order
+    failures = all_gather_object(my_failures)     # one entry per rank
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "shard",
     "all_gather_cat",
     "all_reduce_mean",
+    "all_gather_object",
     "broadcast_object",
     "barrier",
     "cleanup_distributed",
@@ -118,6 +120,15 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(vec, op=dist.ReduceOp.SUM)
     vec = vec.cpu() / dist.get_world_size()
     return dict(zip(keys, vec.tolist(), strict=True))
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects; ``[obj]`` when not distributed)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

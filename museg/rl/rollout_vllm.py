@@ -9,7 +9,10 @@ cache, so rollouts always come from the current policy.
 Prompts go to vLLM as the chat-templated text (one ``<|video_pad|>`` placeholder) plus the already
 planned and resized frames ``[T, H, W, 3]`` with their sample fps, and a min/max pixel budget equal
 to the frame size so vLLM's processor keeps the plan's resolution. Completions come back as token
-ids cut at the first EOS, like :func:`museg.model.generate.generate_completions`.
+ids cut at the first EOS, like :func:`museg.model.generate.generate_completions`. With ``seeds``
+(the trainer passes one per completion) every completion is its own request (``n=1``) with its own
+seed, so it does not depend on which other completions are generated with it (vLLM still batches
+the requests in one ``generate`` call).
 
 GPU only; vLLM is imported lazily and a missing install is a one-line error. Unverified on this
 project's CPU machines (see tests/test_trainer.py::test_vllm_rollout_gpu).
@@ -17,8 +20,8 @@ project's CPU machines (see tests/test_trainer.py::test_vllm_rollout_gpu).
 Example::
 
     roll = VLLMRollout(cfg, model_path, processor, policy)
-    out = roll(policy, processor, inputs, num_generations=8, max_new_tokens=1024,
-               temperature=1.0, top_p=1.0, seed=7, prompt_text=text, video=decoded)
+    out = roll(policy, processor, inputs, num_generations=2, max_new_tokens=1024,
+               temperature=1.0, top_p=1.0, seeds=[7, 8], prompt_text=text, video=decoded)
     roll.sync_weights(policy)           # after optimizer.step()
 """
 
@@ -96,7 +99,7 @@ class VLLMRollout:
     def __call__(self, model: Any, processor: Any, inputs: Any, num_generations: int,
                  max_new_tokens: int, do_sample: bool = True, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int | None = None, prompt_text: str | None = None,
-                 video: Any = None, **_: Any) -> VLLMOutput:
+                 video: Any = None, seeds: list[int] | None = None, **_: Any) -> VLLMOutput:
         from museg.model.generate import eos_token_ids, truncate_at_eos
 
         if prompt_text is None or video is None:
@@ -111,14 +114,23 @@ class VLLMRollout:
             "mm_processor_kwargs": {"min_pixels": h * w, "max_pixels": h * w,
                                     "fps": float(video.plan.sample_fps)},
         }
-        params = self._vllm.SamplingParams(
-            n=int(num_generations), temperature=float(temperature) if do_sample else 0.0,
-            top_p=float(top_p), top_k=-1, max_tokens=int(max_new_tokens),
-            seed=None if seed is None else int(seed) % (2**31))
-        out = self.llm.generate([request], params, use_tqdm=False)[0]
+        def params(n: int, s: int | None):
+            return self._vllm.SamplingParams(
+                n=n, temperature=float(temperature) if do_sample else 0.0, top_p=float(top_p),
+                top_k=-1, max_tokens=int(max_new_tokens), seed=None if s is None else int(s) % (2**31))
+
+        if seeds is not None:
+            if len(seeds) != int(num_generations):
+                raise ValueError(f"{len(seeds)} seeds for {num_generations} generations")
+            outs = self.llm.generate([request] * len(seeds), [params(1, s) for s in seeds],
+                                     use_tqdm=False)
+            completions = [o.outputs[0] for o in outs]
+        else:
+            completions = self.llm.generate([request], params(int(num_generations), seed),
+                                            use_tqdm=False)[0].outputs
         tok = processor.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos_token_ids(tok)[-1]
-        rows = [list(o.token_ids) or [pad] for o in out.outputs]
+        rows = [list(o.token_ids) or [pad] for o in completions]
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
         ids, mask, _ = truncate_at_eos(ids, eos_token_ids(tok), pad)

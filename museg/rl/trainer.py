@@ -1,9 +1,16 @@
 """The GRPO training loop: ``train(cfg) -> dict`` (MUSEG stage 1 / stage 2, CPU to multi-GPU).
 
-Per optimizer step: this rank's prompts (:mod:`museg.rl.batch`, videos decoded once, prefetched),
-``G`` rollouts each (HF ``generate`` or vLLM), rewards (:func:`museg.rewards.registry.compute_rewards`),
-group advantages, reference log-probs (β > 0 only), the GRPO loss with gradient accumulation,
-clipping, AdamW and a transformers LR schedule (:mod:`museg.rl.step`, :mod:`museg.rl.engine`).
+Batch semantics (TRL / MUSEG): ``train.per_device_train_batch_size`` counts *completions* per rank
+per micro-step; a micro-step holds ``P = per_device x world_size / G`` prompts whose completions are
+spread over the ranks in order (:mod:`museg.rl.batch`); an optimizer step has
+``gradient_accumulation_steps`` micro-steps; an epoch is
+``floor(N / (P x gradient_accumulation_steps))`` optimizer steps and checkpoints count consumed
+prompts. Per optimizer step every rank decodes the videos of the prompts it touches (prefetched),
+samples its completions (HF ``generate`` with one seed per completion, or vLLM), scores them
+(:func:`museg.rewards.registry.compute_rewards`), all-gathers the rewards for the group advantages,
+then runs reference log-probs (β > 0 only), the GRPO loss over its own completions with gradient
+accumulation (DDP averages over ranks), clipping, AdamW and a transformers LR schedule
+(:mod:`museg.rl.step`, :mod:`museg.rl.engine`). Logged rewards are over all ranks.
 Metrics go to :class:`museg.rl.logging.MetricsLogger`; checkpoints every ``train.save_steps``
 (:mod:`museg.rl.checkpoint`); ``resume=auto|never|<path>``; ``init_from`` (a stage-1 run dir ->
 its ``final/``, or a model dir) replaces ``model.path``. At the end: ``run_dir/final`` (model +
@@ -44,10 +51,10 @@ from tqdm.auto import tqdm
 
 from museg.rl import checkpoint as ckpt
 from museg.rl import distributed as D
-from museg.rl.batch import StepBatcher
+from museg.rl.batch import StepBatcher, prompts_per_micro_step, steps_per_epoch
 from museg.rl.engine import make_engine
 from museg.rl.logging import MetricsLogger
-from museg.rl.step import StepContext, optimize_step, rollout_step
+from museg.rl.step import GlobalStep, StepContext, gather_advantages, optimize_step, rollout_step
 from museg.rl.timer import StepTimer, overhead_fraction
 
 __all__ = ["train", "request_checkpoint", "checkpoint_requested", "clear_checkpoint_request",
@@ -79,9 +86,9 @@ class StepRecord:
     """What ``train(cfg, on_step=...)`` sees after each step (gathered over ranks)."""
 
     step: int
-    positions: torch.Tensor  # global data positions, rank order
-    rewards: dict[str, torch.Tensor]  # every reward function + 'total', [global prompts * G]
-    advantages: torch.Tensor
+    positions: torch.Tensor  # the step's prompt positions [P * A] (micro-step, then prompt)
+    rewards: dict[str, torch.Tensor]  # every reward function + 'total', [P * A * G] global order
+    advantages: torch.Tensor  # [P * A * G], completion k of position i at i * G + k
     metrics: dict[str, float]
     rank: int = 0
 
@@ -165,37 +172,32 @@ def _reference_factory(cfg: Any, ref: torch.nn.Module | None, policy: torch.nn.M
     return adapters_off
 
 
-def _gather_metrics(rolls: list, stats: dict, lr: float) -> tuple[dict, dict, torch.Tensor,
-                                                                    torch.Tensor]:
-    keys = sorted(rolls[0].rewards)
-    rewards = {k: D.all_gather_cat(torch.tensor([v for r in rolls for v in r.rewards[k]],
-                                                dtype=torch.float32)) for k in keys}
-    adv = D.all_gather_cat(torch.cat([r.advantages for r in rolls]))
-    pos = D.all_gather_cat(torch.tensor([r.item.position for r in rolls], dtype=torch.long))
-    lengths = D.all_gather_cat(torch.cat([r.completion_mask.sum(1) for r in rolls]))
-    std = D.all_gather_cat(torch.tensor([r.group_std for r in rolls], dtype=torch.float32))
-    metrics = {f"reward/{k}": float(v.mean()) for k, v in rewards.items()}
-    metrics["reward/group_std"] = float(std.mean())
-    metrics["completion_length"] = float(lengths.mean())
-    metrics["completion_length_max"] = float(lengths.max())
+def _step_metrics(glob: GlobalStep, stats: dict, lr: float) -> dict[str, float]:
+    metrics = {f"reward/{k}": float(v.mean()) for k, v in glob.rewards.items()}
+    metrics["reward/group_std"] = float(glob.group_std.mean())
+    metrics["completion_length"] = float(glob.lengths.mean())
+    metrics["completion_length_max"] = float(glob.lengths.max())
     metrics["lr"] = lr
-    metrics.update(D.all_reduce_mean({k: stats[k] for k in ("loss", "kl", "clip_ratio")}))
-    metrics["grad_norm"] = stats["grad_norm"]
-    metrics["skipped_updates"] = stats["skipped_updates"]
-    return metrics, rewards, adv, pos
+    for k in ("loss", "kl", "clip_ratio", "grad_norm", "skipped_updates"):
+        metrics[k] = float(stats[k])
+    return metrics
 
 
-def _completion_rows(rolls: list) -> list[dict]:
+def _completion_rows(runs: list, glob: GlobalStep, num_generations: int,
+                     first_position: int) -> list[dict]:
+    """Rows of every rank's completions (gathered; rank 0 writes them), ordered by position."""
     rows = []
-    for r in rolls:
-        for g, text in enumerate(r.texts):
-            row = {"position": r.item.position, "source": getattr(r.item.sample, "source", ""),
-                   "prompt": r.question, "completion": text,
-                   "solution": json.dumps(r.item.sample.solution)}
-            row.update({f"reward/{k}": float(v[g]) for k, v in r.rewards.items()})
-            row["advantage"] = float(r.advantages[g])
+    for r in runs:
+        for j, g in enumerate(r.slot.generations):
+            k = (r.slot.position - first_position) * num_generations + g
+            row = {"position": r.slot.position, "generation": g,
+                   "source": getattr(r.slot.item.sample, "source", ""), "prompt": r.question,
+                   "completion": r.texts[j], "solution": json.dumps(r.slot.item.sample.solution)}
+            row.update({f"reward/{key}": float(v[k]) for key, v in glob.rewards.items()})
+            row["advantage"] = float(glob.advantages[k])
             rows.append(row)
-    return rows
+    rows = [row for part in D.all_gather_object(rows) for row in part]
+    return sorted(rows, key=lambda x: (x["position"], x["generation"]))
 
 
 def _save_final(engine: Any, processor: Any, out: Path) -> None:
@@ -217,9 +219,12 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
     """Run (or resume) GRPO training described by ``cfg``; returns a summary dict.
 
     ``on_step`` is called on every rank after each step with a :class:`StepRecord`.
-    ``rollout_fn`` replaces the rollout backend: same signature as
-    :func:`museg.model.generate.generate_completions` plus keyword arguments ``prompt_text``,
-    ``video`` and ``sample`` (tests and benchmarks script rollouts with it).
+    ``rollout_fn`` replaces the rollout backend; it is called once per (prompt, run of this rank's
+    generations) as ``rollout_fn(model, processor, inputs, num_generations=n, max_new_tokens=...,
+    do_sample=True, temperature=..., top_p=..., seed=seeds[0], seeds=[n seeds],
+    generation_indices=[n ints], prompt_text=..., video=..., sample=...)`` and returns an object
+    with ``texts``, ``completion_ids`` and ``completion_mask`` (n rows, in the order of
+    ``generation_indices``; tests and benchmarks script rollouts with it).
     """
     t_start = time.perf_counter()
     owns_pg = not D.is_distributed()
@@ -233,12 +238,23 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
     D.barrier()
 
     samples = load_train_samples(cfg)
-    per_rank = int(t.per_device_train_batch_size) * int(t.gradient_accumulation_steps)
-    global_batch = per_rank * info.world_size
+    g = int(t.num_generations)
+    try:
+        per_micro = prompts_per_micro_step(int(t.per_device_train_batch_size), info.world_size, g)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    prompts_per_step = per_micro * int(t.gradient_accumulation_steps)
     if int(t.max_steps) > 0:
         total = int(t.max_steps)
     else:
-        total = max(1, int(t.num_train_epochs) * len(samples) // global_batch)
+        per_epoch = steps_per_epoch(len(samples), prompts_per_step)
+        if per_epoch < 1:
+            raise TrainError(
+                f"{cfg.data.train_file}: {len(samples)} prompts < {prompts_per_step} prompts per "
+                f"optimizer step ({per_micro} per micro-step x {t.gradient_accumulation_steps} "
+                "accumulation steps) (fix: more data, smaller per_device_train_batch_size / "
+                "gradient_accumulation_steps, or set train.max_steps)")
+        total = int(t.num_train_epochs) * per_epoch
     mu = int(t.get("num_iterations", 1) or 1)
 
     policy, processor, ref, model_path = _build_models(cfg, info)
@@ -267,15 +283,20 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
         ckpt.set_rng_states(state["rng"])
         log.info("resumed from %s (step %d)", resume_from, state["step"])
     start_step = int(state.get("step", 0))
-    consumed = int(state.get("data", {}).get("consumed", start_step * global_batch))
+    consumed = int(state.get("data", {}).get("consumed", start_step * prompts_per_step))
 
     logger = MetricsLogger(run_dir, cfg, is_main=info.is_main, wandb_id=state.get("wandb_id"),
                            resume_step=start_step if state else None,
                            history=state.get("history"))
     batcher = StepBatcher(samples, cfg.video, data_seed=int(t.data_seed),
-                          shuffle=bool(cfg.data.get("shuffle", True)), per_rank=per_rank,
-                          rank=info.rank, world_size=info.world_size, run_dir=run_dir,
+                          shuffle=bool(cfg.data.get("shuffle", True)),
+                          per_device=int(t.per_device_train_batch_size), num_generations=g,
+                          accumulation=int(t.gradient_accumulation_steps), rank=info.rank,
+                          world_size=info.world_size, run_dir=run_dir,
                           cache_dir=cfg.paths.get("cache_dir"))
+    if state:
+        batcher.restore_failed(state.get("failed_video_errors") or state.get("failed_videos") or [])
+        batcher.num_replaced = int(state.get("videos_replaced", 0))
     batcher.prefetch_from(consumed)  # first step's videos decode while the rest is set up
     timer = StepTimer()
     cuda = info.device.startswith("cuda")
@@ -290,14 +311,18 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
                       processor=processor, engine=engine,
                       reference=_reference_factory(cfg, ref, engine.module), timer=timer,
                       seed=seed, device=torch.device(info.device), autocast=autocast,
-                      generate=rollout_fn or vllm)
+                      generate=rollout_fn or vllm, rank=info.rank, world_size=info.world_size)
 
     def save(step: int) -> Path | None:
-        data = {"consumed": consumed, "global_batch": global_batch, "data_seed": int(t.data_seed),
+        data = {"consumed": consumed, "prompts_per_step": prompts_per_step,
+                "per_device_train_batch_size": int(t.per_device_train_batch_size),
+                "num_generations": g, "data_seed": int(t.data_seed),
                 "world_size": info.world_size}
         st = {"data": data, "wandb_id": logger.wandb_id, "history": logger.history,
               "nonfinite_streak": engine.guard.streak, "model_path": model_path,
-              "failed_videos": sorted(batcher.failed_paths)}
+              "failed_videos": sorted(batcher.failed_paths),
+              "failed_video_errors": dict(sorted(batcher.failed_paths.items())),
+              "videos_replaced": batcher.num_replaced}
         if deepspeed:
             tmp = ckpt.tmp_dir(run_dir, step)
             engine.save_state(tmp / "deepspeed")
@@ -329,26 +354,29 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
                 break
             timer.start_step()
             with timer.phase("decode"):
-                items = batcher.get(consumed)
-            rolls = rollout_step(ctx, items, step)
+                slots = batcher.get(consumed)
+            runs = rollout_step(ctx, slots, step)
+            glob = gather_advantages(ctx, runs)
             lr = float(scheduler.get_last_lr()[0])
-            stats = optimize_step(ctx, rolls)
+            stats = optimize_step(ctx, runs, glob)
             if vllm is not None:
                 with timer.phase("rollout"):
                     vllm.sync_weights(engine.module)
-            consumed += global_batch
-            metrics, rewards, adv, pos = _gather_metrics(rolls, stats, lr)
+            pos = torch.tensor(batcher.step_positions(consumed), dtype=torch.long)
+            first_position = consumed
+            consumed += prompts_per_step
+            metrics = _step_metrics(glob, stats, lr)
             metrics["videos_replaced"] = float(batcher.num_replaced)
             times = timer.end_step()
             metrics.update(times)
             metrics["time/overhead_fraction"] = overhead_fraction(times)
             last_metrics = metrics
             if on_step is not None:
-                on_step(StepRecord(step, pos, rewards, adv, metrics, info.rank))
+                on_step(StepRecord(step, pos, glob.rewards, glob.advantages, metrics, info.rank))
             if step % int(t.logging_steps) == 0 or step == total:
                 logger.log(step, metrics)
             if int(t.completions_every) > 0 and step % int(t.completions_every) == 0:
-                logger.log_completions(step, _completion_rows(rolls))
+                logger.log_completions(step, _completion_rows(runs, glob, g, first_position))
             if step % int(t.save_steps) == 0 or step == total:
                 save(step)
                 saved_at = step

@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ["FORCE_QWENVL_VIDEO_READER"] = "decord"  # read by qwen-vl-utils at import
@@ -93,22 +94,22 @@ def main() -> None:
     for path in files:
         for sname in args.specs.split(","):
             spec = SPECS[sname]
+            def ours(backend, mode, timeout_s=None, path=path, spec=spec):
+                return decode_video(path, {**spec, "resize": mode}, backend, timeout_s=timeout_s,
+                                    threads=n)
+
             variants = {
-                "floor ffmpeg -f null": (lambda: floor(path, n), True),
+                "floor ffmpeg -f null": (partial(floor, path, n), True),
                 "reference fetch_video (decord)": (
-                    lambda: fetch_video({"video": str(path), **spec}, return_video_sample_fps=True),
-                    False),
-                "ours torchcodec fast": (lambda: decode_video(path, {**spec, "resize": "fast"},
-                                                              "torchcodec", threads=n), False),
-                "ours torchcodec exact": (lambda: decode_video(path, {**spec, "resize": "exact"},
-                                                               "torchcodec", threads=n), False),
-                "ours decord fast": (lambda: decode_video(path, {**spec, "resize": "fast"},
-                                                          "decord", threads=n), False),
+                    partial(fetch_video, {"video": str(path), **spec},
+                            return_video_sample_fps=True), False),
+                "ours torchcodec fast": (partial(ours, "torchcodec", "fast"), False),
+                "ours torchcodec exact": (partial(ours, "torchcodec", "exact"), False),
+                "ours decord fast": (partial(ours, "decord", "fast"), False),
             }
             if not args.no_worker:
                 variants["ours torchcodec fast (worker)"] = (
-                    lambda: decode_video(path, {**spec, "resize": "fast"}, "torchcodec",
-                                         timeout_s=600, threads=n), False)
+                    partial(ours, "torchcodec", "fast", 600), False)
                 decode_video(path, {"nframes": 2}, timeout_s=600)  # start the worker
             best: dict[str, tuple[float, float]] = {}
             outputs = {}

@@ -14,11 +14,14 @@ decodes each GOP once and converts only the planned frames to RGB) and ``decord`
 reference uses). Both report the frame count found by scanning the file (not the header's) and the
 container's average frame rate, as the reference's decord reader does.
 
-Resize modes (``spec["resize"]``): ``"exact"`` (default) resizes float frames with
-``interpolate(bicubic, antialias=True)`` then clamps and rounds, which is bit-identical to the
-reference's ``torchvision`` resize of the same RGB frames; ``"fast"`` resizes the uint8 frames
-directly (PyTorch's uint8 kernel, ~10x faster, mean |diff| below 0.1 grey level, rare larger
-differences next to hard edges where bicubic overshoots are clipped).
+Resize modes (``spec["resize"]``): ``"fast"`` (default) resizes the uint8 frames directly with
+PyTorch's uint8 bicubic-antialias kernel (~0.6 ms per 480p frame); ``"exact"`` resizes float frames
+with ``interpolate(bicubic, antialias=True)`` then clamps and rounds, bit-identical to the
+reference's torchvision resize of the same RGB frames but ~10x slower, which puts decoding well
+above the FFmpeg decode floor. Measured on a noisy 480p test pattern (harsh, sharp edges): ``fast``
+differs from the reference by 0.09 grey levels on average, 8% of values differ at all, 0.3% by more
+than 2 (max 14, next to hard edges where the uint8 kernel clips bicubic overshoot between its two
+passes); on the index-coded test videos the difference is at most 1.
 
 Example:
     >>> from museg.data.video import decode_video, TRAIN_SPEC   # doctest: +SKIP
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torchcodec", "decord")
 CHUNK = 16  # frames resized at once (bounds memory: full-resolution frames are never all held)
+DEFAULT_RESIZE = "fast"
 
 
 class VideoError(RuntimeError):
@@ -103,7 +108,8 @@ class DecodedVideo:
 
 
 # -- resize ----------------------------------------------------------------------------------------
-def resize_frames(frames: torch.Tensor, height: int, width: int, mode: str = "exact") -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, height: int, width: int,
+                  mode: str = DEFAULT_RESIZE) -> torch.Tensor:
     """Resize uint8 ``[T, C, H, W]`` frames to ``height`` x ``width`` (bicubic, antialias).
 
     ``"exact"`` matches ``torchvision.transforms.functional.resize(..., BICUBIC, antialias=True)``
@@ -190,6 +196,21 @@ class _DecordReader:
 _READERS = {"torchcodec": _TorchcodecReader, "decord": _DecordReader}
 
 
+def _clean_cause(e: BaseException, path: str) -> str:
+    """One readable line from a decoder's exception text (no C++ file refs, timestamps, URLs).
+
+    >>> _clean_cause(RuntimeError("SingleStreamDecoder, /src/Dec.cpp:41, Could not open input "
+    ...                           "file: /v/a.mp4 Invalid data found"), "/v/a.mp4")
+    'Could not open input file: Invalid data found'
+    """
+    text = " ".join(str(e).split())
+    text = text.replace(path, "")
+    text = re.sub(r"\[\d\d:\d\d:\d\d\]|https?://\S+|\S+\.(?:cpp|cc|h|hpp):\d+:?,?", "", text)
+    text = re.sub(r"^\w+Decoder,\s*", "", text.strip())
+    text = " ".join(text.replace(" .", ".").split()).strip(" ,.")
+    return (text[:240] + "...") if len(text) > 240 else (text or type(e).__name__)
+
+
 def _check_path(path: str) -> None:
     if not os.path.exists(path):
         raise VideoNotFoundError(path, "file not found (fix: check paths.video_root and the "
@@ -209,10 +230,9 @@ def _open(path: str, backend: str, threads: int):
     except VideoError:
         raise
     except Exception as e:  # decoders raise RuntimeError/ValueError/DECORDError with C++ text
-        msg = str(e).strip().splitlines()
-        cause = msg[-1] if msg else type(e).__name__
+        cause = _clean_cause(e, path)
         if "video stream" in str(e).lower():
-            cause = f"no video stream ({cause})"
+            cause = "no video stream"
         raise VideoUnreadableError(path, f"{backend} cannot open it: {cause}") from e
     info = reader.info
     if info.total_frames < 1 or info.height < 1 or info.width < 1:
@@ -238,7 +258,7 @@ def probe_video(path: str | os.PathLike, backend: str = "torchcodec",
 
 def _decode_local(path: str, spec: Mapping[str, Any], backend: str, threads: int) -> DecodedVideo:
     check_spec(spec)
-    mode = spec.get("resize") or "exact"
+    mode = spec.get("resize") or DEFAULT_RESIZE
     reader = _open(path, backend, threads)
     info = reader.info
     try:
@@ -260,7 +280,7 @@ def _decode_local(path: str, spec: Mapping[str, Any], backend: str, threads: int
         raise
     except Exception as e:
         raise VideoUnreadableError(path, f"{backend} failed decoding planned frames: "
-                                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
+                                         f"{_clean_cause(e, path)}") from e
     frames = torch.cat(chunks)
     if len(uniq) != len(plan.indices):  # repeated indices: gather
         pos = {j: n for n, j in enumerate(uniq)}

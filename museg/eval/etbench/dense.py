@@ -200,8 +200,9 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
     timing["captions:tokenize"] = time.perf_counter() - t0
 
     per_video: dict[str, dict[tuple[str, str, float], list[float]]] = {k: {} for k in CAPTION_KEYS}
-    # METEOR (a Java process) runs in a thread while this thread embeds and runs BLEU/ROUGE/CIDEr.
-    meteor_job = threading.Thread(target=_run_meteor, args=(plan, meteor, per_video, errors, timing))
+    # A thread drives METEOR (a Java process), then BLEU/ROUGE/CIDEr, while this one embeds.
+    meteor_job = threading.Thread(target=_run_meteor_and_coco,
+                                  args=(plan, meteor, per_video, errors, timing))
     meteor_job.start()
     try:
         t0 = time.perf_counter()
@@ -213,7 +214,6 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
         except CaptionMetricsUnavailable as e:
             report_unavailable(errors, e)
         timing["captions:sentsim"] = time.perf_counter() - t0
-        _run_coco(plan, per_video, timing)
     finally:
         meteor_job.join()
 
@@ -227,8 +227,8 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
     return rows
 
 
-def _run_meteor(plan: dict, meteor: MeteorScorer | None, per_video: dict, errors: list[str],
-                timing: dict[str, float]) -> None:
+def _run_meteor_and_coco(plan: dict, meteor: MeteorScorer | None, per_video: dict,
+                         errors: list[str], timing: dict[str, float]) -> None:
     t0 = time.perf_counter()
     own = meteor is None
     try:
@@ -247,6 +247,10 @@ def _run_meteor(plan: dict, meteor: MeteorScorer | None, per_video: dict, errors
         if own and meteor is not None:
             meteor.close()
     timing["captions:meteor"] = time.perf_counter() - t0
+    try:
+        _run_coco(plan, per_video, timing)
+    except Exception as e:  # noqa: BLE001 - a thread must report, not die silently
+        report_unavailable(errors, f"BLEU/ROUGE/CIDEr failed ({type(e).__name__}: {e})")
 
 
 def _run_coco(plan: dict, per_video: dict, timing: dict[str, float]) -> None:
