@@ -6,7 +6,6 @@ Functions here are module-level so that ranks spawned by ``museg.launch.local.la
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -65,67 +64,3 @@ def fail_on_rank_one(cfg) -> int:
     if int(os.environ["RANK"]) == 1:
         raise ValueError("rank one is broken")
     return 0
-
-
-TEXT_REWARD_ENV = "MUSEG_TEST_TEXT_REWARD"
-
-
-def add_text_reward() -> None:
-    """Add a deterministic reward of the completion text to the real ones.
-
-    The untrained tiny model scores 0 on every MUSEG reward, so all advantages (and gradients)
-    would be 0; this gives the completions of a group different rewards.
-    """
-    import museg.rewards.registry as registry
-
-    original = registry.compute_rewards
-    if getattr(original, "_text_reward", False):
-        return
-
-    def compute_rewards(completions, solutions, **kwargs):
-        out = dict(original(completions, solutions, **kwargs))
-        extra = [(sum(map(ord, str(c))) % 97) / 97.0 for c in completions]
-        out["text"] = extra
-        out["total"] = [a + b for a, b in zip(out["total"], extra, strict=True)]
-        return out
-
-    compute_rewards._text_reward = True  # type: ignore[attr-defined]
-    registry.compute_rewards = compute_rewards
-
-
-def record_train(cfg) -> dict:
-    """Rank entry point: train(cfg) recording every step's gathered record in run_dir.
-
-    ``records_rank{r}.json`` holds the gathered records and this rank's share of each step's
-    data (``slots``: position + generation indices) as the batcher handed it out.
-    """
-    from museg.rl.batch import StepBatcher
-    from museg.rl.trainer import train
-
-    if os.environ.get(TEXT_REWARD_ENV):
-        add_text_reward()
-    shares: list[list[dict]] = []
-    get = StepBatcher.get
-
-    def get_and_record(self, consumed):
-        slots = get(self, consumed)
-        shares.append([{"position": s.position, "generations": s.generations} for s in slots])
-        return slots
-
-    StepBatcher.get = get_and_record  # type: ignore[method-assign]
-    records = []
-
-    def on_step(rec) -> None:
-        records.append({"step": rec.step, "positions": rec.positions.tolist(),
-                        "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
-                        "advantages": rec.advantages.tolist(), "metrics": rec.metrics})
-
-    try:
-        summary = train(cfg, on_step=on_step)
-    finally:
-        StepBatcher.get = get  # type: ignore[method-assign]
-    for rec, share in zip(records, shares, strict=True):
-        rec["slots"] = share
-    rank = int(os.environ.get("RANK", "0"))
-    (Path(cfg.run_dir) / f"records_rank{rank}.json").write_text(json.dumps(records))
-    return {k: v for k, v in summary.items() if k != "history"}

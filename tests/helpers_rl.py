@@ -153,13 +153,30 @@ def history_by_step(summary: dict) -> dict[int, dict]:
     return {int(h["step"]): h for h in summary["history"]}
 
 
+def _primitives(out_dir: str) -> dict:
+    """Exercise init/shard/all_gather_cat/all_reduce_mean/gather+broadcast objects on gloo."""
+    from museg.rl import distributed as D
+
+    info = D.init_distributed(device="cpu")
+    mine = D.shard(list(range(6)), info.rank, info.world_size)
+    gathered = D.all_gather_cat(torch.tensor(mine, dtype=torch.float32) * 10)
+    mean = D.all_reduce_mean({"x": float(info.rank), "y": 1.0})
+    obj = D.broadcast_object({"id": f"from-{info.rank}"})
+    objs = D.all_gather_object(("rank", info.rank))
+    return {"info": [info.rank, info.world_size, info.device], "mine": mine,
+            "gathered": gathered.tolist(), "mean": mean, "obj": obj, "objs": objs}
+
+
 def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: str) -> None:
-    """torch.multiprocessing.spawn target: run train() as one rank, dump gathered step records."""
+    """torch.multiprocessing.spawn target: check the distributed primitives, then run train() as
+    one rank and dump the gathered step records and the summary to ``out_dir/rank<R>.json``."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
+    from museg.rl import distributed as D
     from museg.rl.trainer import train
 
+    prims = _primitives(out_dir)
     cfg = OmegaConf.create(cfg_yaml)
     records = []
 
@@ -170,22 +187,12 @@ def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: s
 
     summary = train(cfg, on_step=on_step, rollout_fn=oracle_mix_rollout)
     summary.pop("history", None)
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"records": records,
-                                                             "summary": summary}, default=str))
-
-
-def dist_primitives_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """Spawn target: exercise init/shard/all_gather_cat/all_reduce_mean/broadcast on gloo."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from museg.rl import distributed as D
-
-    info = D.init_distributed(device="cpu")
-    mine = D.shard(list(range(6)), info.rank, info.world_size)
-    gathered = D.all_gather_cat(torch.tensor(mine, dtype=torch.float32) * 10)
-    mean = D.all_reduce_mean({"x": float(info.rank), "y": 1.0})
-    obj = D.broadcast_object({"id": f"from-{info.rank}"})
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(
-        {"info": [info.rank, info.world_size, info.device], "mine": mine,
-         "gathered": gathered.tolist(), "mean": mean, "obj": obj}))
     D.cleanup_distributed()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(
+        {"records": records, "summary": summary, "primitives": prims}, default=str))
+
+
+def die_at_start(conn) -> None:
+    """A video worker main that exits before reporting ready (the parent reads EOF)."""
+    conn.close()
+    os._exit(3)

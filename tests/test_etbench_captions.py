@@ -93,6 +93,24 @@ def test_tokenizer_matches_pycocoevalcap_one_java_call():
 
 
 @needs_java
+def test_tokenize_documents_keeps_cross_line_context_like_separate_runs():
+    """PTB looks past line ends ("etc." + capitalised next line -> extra "."): one Java call
+    must still equal one pycocoevalcap run per document."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer as Reference
+
+    docs = [["Add salt a.", "He waits till 5 p.m.", "Stir it etc.", "Next step"],
+            ["Add salt a.", "next line", "", "Wait till 5 p.m."], ["Mix it jan."]]
+    tok = PTBTokenizer()
+    ours = tok.tokenize_documents(docs)
+    assert tok.java_calls == 1
+    for doc, got in zip(docs, ours, strict=True):
+        ref = Reference().tokenize({i: [{"caption": s}] for i, s in enumerate(doc)})
+        assert got == [ref[i][0] for i in range(len(doc))]
+    # same caption, different next line: "a ." (sentence end before "He") vs "a."
+    assert (ours[0][0], ours[1][0]) == ("add salt a", "add salt a.")
+
+
+@needs_java
 def test_meteor_scores_per_video(meteor):
     videos = [[("a man walks", "a man walks")],
               [("the dog runs", "a cat sleeps"), ("a man walks", "a man walks")],

@@ -59,7 +59,7 @@ def test_submitit_task_exports_torch_distributed_and_records_the_job(tmp_path, s
         seen.update({k: os.environ.get(k) for k in DIST_VARS})
         return {"ok": True}
 
-    assert run_job(_cfg(tmp_path, task="eval"), task) == {"ok": True}
+    assert run_job(_cfg(tmp_path), task) == {"ok": True}
     assert seen["RANK"] == "0" and seen["WORLD_SIZE"] == "2" and seen["LOCAL_RANK"] == "0"
     assert seen["LOCAL_WORLD_SIZE"] == "2" and seen["MASTER_ADDR"]
     assert 20000 <= int(seen["MASTER_PORT"]) <= 60000  # from the job id: same on every task
@@ -101,8 +101,22 @@ def test_failure_on_one_rank_of_a_multi_rank_job_exits_nonzero(tmp_path, submiti
         raise RuntimeError("boom")
 
     with pytest.raises(SystemExit) as exc:  # Hydra would swallow an exception: srun must see it
-        run_job(_cfg(tmp_path, task="eval"), task)
+        run_job(_cfg(tmp_path), task)
     assert exc.value.code == 1
+
+
+def test_single_process_tasks_run_on_rank_zero_only(tmp_path, submitit_task, monkeypatch):
+    seen = []
+
+    def task(cfg):
+        seen.append((os.environ["RANK"], os.environ["WORLD_SIZE"]))
+        return "evaluated"
+
+    assert run_job(_cfg(tmp_path, task="eval"), task) == "evaluated"
+    assert seen == [("0", "1")]  # rank 0 alone, as a 1-process run
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
+    assert run_job(_cfg(tmp_path, task="eval"), task) is None and len(seen) == 1
 
 
 def test_handler_outside_a_job_only_flags():
@@ -139,6 +153,13 @@ def test_local_dry_run_prints_per_rank_commands(tmp_path, capsys):
     assert "2 process(es) on this machine (gloo)" in out
     assert out.count("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1") == 2
     assert local_commands(["model=tiny"], 3)[2].startswith("RANK=2 LOCAL_RANK=2 WORLD_SIZE=3 ")
+    from museg.launch.preview import preview
+
+    text = preview(["launcher.nproc_per_node=2", "launcher.dry_run=true", "stage=2"],
+                   multirun=False)
+    ranks = [ln for ln in text.splitlines() if ln.startswith("RANK=")]
+    assert len(ranks) == 2 and all(ln.endswith("python -m museg.run launcher.nproc_per_node=2 "
+                                               "stage=2") for ln in ranks)  # runnable as printed
 
 
 def test_wandb_settings_group_job_type_tags(monkeypatch):

@@ -24,7 +24,9 @@ from helpers_rl import (
     tiny_train_cfg,
 )
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
+from museg.model.tiny import build_tiny_model
 from museg.rl.advantages import group_advantages
 from museg.rl.checkpoint import latest_checkpoint
 from museg.rl.engine import NonFiniteError, PlainEngine
@@ -34,15 +36,27 @@ __all__ = ["tiny_train_cfg"]
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     return load_file(run / "final" / "model.safetensors")
+
+
+def _broken_first_record(cfg, tmp_path: Path) -> str:
+    """Point the first training record (position 0 without shuffling) at a corrupt video."""
+    from museg.data.sources import materialize_synthetic
+
+    materialize_synthetic(cfg)
+    lines = Path(cfg.data.train_file).read_text().splitlines()
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    first = json.loads(lines[0])
+    first["video"] = str(bad)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    OmegaConf.update(cfg, "data.train_file", str(data))
+    return str(bad)
 
 
 # ---------------------------------------------------------------------------- end to end
 def test_grpo_steps_end_to_end(tmp_path):
-    from museg.model.tiny import build_tiny_model
-
     cfg = tiny_train_cfg(tmp_path, train__max_steps=2)
     records: list[StepRecord] = []
     summary = train(cfg, on_step=records.append, rollout_fn=oracle_mix_rollout)
@@ -69,8 +83,6 @@ def test_grpo_steps_end_to_end(tmp_path):
         assert (rec.advantages.view(-1, 4)[:, 1:] < 0).all()
     # parameters changed
     init = build_tiny_model()
-    from safetensors.torch import load_file
-
     before = load_file(init / "model.safetensors")
     after = _final_weights(run)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -168,24 +180,14 @@ def test_subprocess_kill_and_resume(tmp_path):
 
 # ---------------------------------------------------------------------------- failures
 def test_failed_video_is_replaced_and_quarantined(tmp_path):
-    from museg.data.sources import materialize_synthetic
-
     cfg = tiny_train_cfg(tmp_path, train__max_steps=1, data__shuffle=False,
                          train__completions_every=0)
-    materialize_synthetic(cfg)
-    lines = Path(cfg.data.train_file).read_text().splitlines()
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
-    first = json.loads(lines[0])
-    first["video"] = str(bad)
-    data = tmp_path / "train.jsonl"
-    data.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
-    OmegaConf.update(cfg, "data.train_file", str(data))
+    bad = _broken_first_record(cfg, tmp_path)
     summary = train(cfg, rollout_fn=oracle_mix_rollout)
     assert summary["step"] == 1 and summary["videos_replaced"] == 1
-    assert summary["failed_videos"] == [str(bad)]
+    assert summary["failed_videos"] == [bad]
     q = [json.loads(x) for x in (Path(cfg.run_dir) / "quarantine.jsonl").read_text().splitlines()]
-    assert q[0]["video_path"] == str(bad) and q[0]["error"]
+    assert q[0]["video_path"] == bad and q[0]["error"] and q[0]["position"] == 0
 
 
 def test_nonfinite_steps_are_skipped_then_abort():
@@ -238,22 +240,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _broken_first_record(cfg, tmp_path: Path) -> str:
-    """Point the first training record (position 0 without shuffling) at a corrupt video."""
-    from museg.data.sources import materialize_synthetic
-
-    materialize_synthetic(cfg)
-    lines = Path(cfg.data.train_file).read_text().splitlines()
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
-    first = json.loads(lines[0])
-    first["video"] = str(bad)
-    data = tmp_path / "train.jsonl"
-    data.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
-    OmegaConf.update(cfg, "data.train_file", str(data))
-    return str(bad)
-
-
 def test_two_process_group_split_matches_single_process(tmp_path):
     """per_device = G/2 on 2 gloo ranks (every group spans both) == per_device = G on 1 process:
     same positions, rewards, advantages, loss, KL and weights -- including a broken video that
@@ -270,12 +256,19 @@ def test_two_process_group_split_matches_single_process(tmp_path):
     s1 = train(cfg1, on_step=single.append, rollout_fn=oracle_mix_rollout)
     cfg2 = tiny_train_cfg(tmp_path / "one", train__per_device_train_batch_size=g // 2,
                           run_dir=str(tmp_path / "two"), **common)
-    OmegaConf.update(cfg2, "data.train_file", str(cfg1.data.train_file))
+    cfg2.data.train_file, cfg2.paths.video_root = cfg1.data.train_file, cfg1.paths.video_root
     out = tmp_path / "out"
     out.mkdir()
     mp.spawn(dist_worker, args=(2, _free_port(), OmegaConf.to_yaml(cfg2), str(out)), nprocs=2,
              join=True)
     r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
+    p0, p1 = r0["primitives"], r1["primitives"]  # torch.distributed glue on its own first
+    assert p0["info"] == [0, 2, "cpu"] and p1["info"] == [1, 2, "cpu"]
+    assert p0["mine"] == [0, 1, 2] and p1["mine"] == [3, 4, 5]
+    assert p0["gathered"] == p1["gathered"] == [0, 10, 20, 30, 40, 50]
+    assert p0["mean"] == p1["mean"] == {"x": 0.5, "y": 1.0}
+    assert p0["obj"] == p1["obj"] == {"id": "from-0"}
+    assert p0["objs"] == p1["objs"] == [["rank", 0], ["rank", 1]]
     assert s1["videos_replaced"] == r0["summary"]["videos_replaced"] == 1
     assert s1["failed_videos"] == r0["summary"]["failed_videos"] == r1["summary"]["failed_videos"] \
         == [bad]
@@ -288,12 +281,17 @@ def test_two_process_group_split_matches_single_process(tmp_path):
         for key in ("loss", "kl", "grad_norm", "completion_length", "reward/group_std"):
             assert a["metrics"][key] == pytest.approx(one.metrics[key], rel=1e-4, abs=1e-6), key
     assert single[0].metrics["kl"] == 0.0 and single[1].metrics["kl"] > 0.0
+    # Adam normalises every coordinate, so one with a ~0 gradient may move by up to ~lr per step
+    # on float noise: compare the whole update tightly and every coordinate well below lr (1e-3)
+    w0 = load_file(build_tiny_model() / "model.safetensors")
     w1, w2 = _final_weights(Path(s1["run_dir"])), _final_weights(Path(cfg2.run_dir))
-    assert all(torch.allclose(w1[x], w2[x], rtol=1e-4, atol=1e-6) for x in w1)
+    d1 = torch.cat([(w1[x] - w0[x]).flatten() for x in w0])
+    d2 = torch.cat([(w2[x] - w0[x]).flatten() for x in w0])
+    assert float((d1 - d2).norm() / d1.norm()) < 1e-3 and float((d1 - d2).abs().max()) < 1e-4
     # the completions table holds every rank's completions (rank 0 writes all of them)
     rows1 = [json.loads(x) for x in (Path(cfg1.run_dir) / "completions.jsonl").read_text().splitlines()]
     rows2 = [json.loads(x) for x in (Path(cfg2.run_dir) / "completions.jsonl").read_text().splitlines()]
-    assert len(rows2) == len(rows1) == 2 * 2 * g
+    assert len(rows2) == len(rows1) == 2 * g  # step 2 only (completions_every=2): 2 prompts
     assert [(r["position"], r["generation"], r["completion"]) for r in rows2] == \
         [(r["position"], r["generation"], r["completion"]) for r in rows1]
 
@@ -339,19 +337,6 @@ def test_good_answer_earns_full_reward():
     out = compute_rewards([good_answer(sol)], [sol], {"format": 1.0, "global_matching": 1.0,
                                                       "local_matching": 1.0})
     assert out["total"] == [pytest.approx(3.0)]
-
-
-def test_distributed_primitives_two_gloo_processes(tmp_path):
-    import torch.multiprocessing as mp
-    from helpers_rl import dist_primitives_worker
-
-    mp.spawn(dist_primitives_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
-    assert r[0]["info"] == [0, 2, "cpu"] and r[1]["info"] == [1, 2, "cpu"]
-    assert r[0]["mine"] == [0, 1, 2] and r[1]["mine"] == [3, 4, 5]
-    assert r[0]["gathered"] == r[1]["gathered"] == [0, 10, 20, 30, 40, 50]
-    assert r[0]["mean"] == r[1]["mean"] == {"x": 0.5, "y": 1.0}
-    assert r[0]["obj"] == r[1]["obj"] == {"id": "from-0"}
 
 
 # ---------------------------------------------------------------------------- logging

@@ -15,6 +15,9 @@
 - ``launcher.dry_run=true``: print what would run (:mod:`museg.launch.preview`), run nothing;
 - otherwise: ``task_fn(cfg)`` in this process (a plain run, or one rank started by torchrun).
 
+Only ``task=train`` uses several processes; eval, score, preflight and demo run in one (rank 0 of
+a multi-task job; the job's other tasks return at once).
+
 ``launcher=slurm`` without ``-m`` would run on the login node: that is refused with the fix.
 
 Example::
@@ -29,14 +32,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-__all__ = ["LaunchError", "run_job", "SUBMITTING_LAUNCHERS"]
+__all__ = ["LaunchError", "run_job", "run_submitit_task", "SUBMITTING_LAUNCHERS",
+           "DISTRIBUTED_TASKS"]
 
 log = logging.getLogger(__name__)
 
 # launcher choices whose Hydra launcher submits jobs (needs Hydra's multirun, `-m`)
 SUBMITTING_LAUNCHERS = ("slurm", "submitit_local")
+# tasks that use several processes; the others (eval, score, preflight, demo) run on rank 0 only
+DISTRIBUTED_TASKS = ("train",)
 
 
 class LaunchError(SystemExit):
@@ -75,6 +82,10 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
                           f"single run (fix: add -m, e.g. python -m museg.run -m launcher={name} "
                           "...; or launcher=local to run here)")
     nproc = int(launcher.get("nproc_per_node", 1) or 1)
+    if nproc > 1 and str(cfg.get("task")) not in DISTRIBUTED_TASKS:
+        log.warning("task=%s runs in one process: launcher.nproc_per_node=%d is ignored",
+                    cfg.get("task"), nproc)
+        nproc = 1
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from museg.launch.local import launch_local
 
@@ -121,6 +132,13 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
 
     dist = export_torch_distributed()
     quiet_non_main_ranks(dist.rank)
+    if dist.world_size > 1 and str(cfg.get("task")) not in DISTRIBUTED_TASKS:
+        if not dist.is_main:
+            return None  # one process does the work (fix for idle GPUs: launcher.gpus_per_node=1)
+        log.warning("task=%s runs on rank 0 only; the job's other %d tasks exit (fix: "
+                    "launcher.gpus_per_node=1)", cfg.get("task"), dist.world_size - 1)
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        dist = replace(dist, world_size=1, local_world_size=1)
     run_dir = cfg.get("run_dir")
     if run_dir:
         write_job_record(run_dir, dist, {"task": str(cfg.get("task"))})

@@ -134,8 +134,8 @@ def _as_typed(override: str) -> str:
     return f"{m.group(1)}={m.group(3)}" if m else override
 
 
-def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
-    """The job's overrides; ``per_task``: as one rank would be run by hand (launcher=local)."""
+def _override_list(spec: JobSpec, per_task: bool = False) -> list[str]:
+    """The job's overrides without the dry-run flag; ``per_task``: as one rank run by hand."""
     out = []
     for o in map(_as_typed, spec.overrides):
         key = o.split("=", 1)[0].lstrip("+~")
@@ -145,7 +145,11 @@ def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
         out.append(o)
     if per_task:
         out.insert(0, "launcher=local")
-    return " ".join(shlex.quote(o) for o in out)
+    return out
+
+
+def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
+    return " ".join(shlex.quote(o) for o in _override_list(spec, per_task))
 
 
 def _slurm_text(jobs: list[JobSpec], multirun: bool) -> str:
@@ -190,7 +194,7 @@ def _local_text(jobs: list[JobSpec]) -> str:
         out += [f"# launcher=local dry run, job {i}: {n} process(es) on this machine "
                 f"({resolve_backend(backend, cuda)}); run dir {job.run_dir}"]
         if n > 1:
-            out += local_commands(job.overrides, n)
+            out += local_commands(_override_list(job), n)
             out.append(f"# equivalent: torchrun --standalone --nproc-per-node {n} -m museg.run "
                        f"{_user_overrides(job)}")
         else:

@@ -6,9 +6,10 @@ synthetic answers in the styles models write (ranges, "from X to Y", start/end s
 free text, dense captions, junk, empty), writes it to a temp dir, loads it back and scores it with
 :func:`museg.eval.etbench.etbench_metrics` including the caption metrics (Java + MiniLM).
 
-``--reference-videos K`` also scores K dvc videos the way the densevid-style evaluation drives
-pycocoevalcap (its PTBTokenizer and Meteor classes, a new tokenizer run per threshold and scorer)
-and prints the ratio and the largest METEOR difference against our batched scorer.
+``--reference-videos K`` also scores the first K youcook2 dvc entries the way the densevid-style
+evaluation drives pycocoevalcap (its PTBTokenizer, Meteor, Bleu, Rouge and Cider classes; new
+tokenizer runs per threshold and scorer) and prints the time ratio and the largest difference of
+any caption metric against our batched scorer on the same pairs and random strings.
 
 Run::
 
@@ -146,37 +147,58 @@ def make_entries(n_total: int = 7000, seed: int = 0) -> list[dict]:
     return entries
 
 
-def reference_dense(entries: list[dict], k: int) -> tuple[float, float, float]:
-    """(seconds pycocoevalcap-style, seconds ours, max |METEOR diff|) on k dvc videos, t=0.5."""
+def reference_dense(entries: list[dict], k: int) -> dict[str, float]:
+    """The densevid-style way on the first k youcook2 dvc entries vs :func:`score_dense`.
+
+    Reference: per threshold, for each scorer a new pycocoevalcap PTBTokenizer run over all
+    predictions and one over all references (2 Java runs x 4 scorers x 4 thresholds), then each
+    scorer per video (pycocoevalcap's Meteor, Bleu, Rouge, Cider). Same pairs and random strings.
+    Returns the seconds of both and the largest absolute difference of any metric.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    from museg.eval.etbench.captions import MeteorScorer
-    from museg.eval.etbench.captions import PTBTokenizer as OurTokenizer
-    from museg.eval.etbench.dense import build_group, caption_pairs
+    from museg.eval.etbench.captions import remove_nonascii
+    from museg.eval.etbench.dense import build_group, caption_pairs, random_pool, score_dense
+    from museg.eval.etbench.tasks import THRESHOLDS
 
-    dvc = [e for e in entries if e["task"] == "dvc"]
-    group = build_group("dvc", "x", dvc)
-    videos = dict(list(group.videos.items())[:k])
-    pairs = caption_pairs(videos, 0.5, random.Random(0), ["qwertyuiopas"])
+    group = build_group("dvc", "youcook2", [e for e in entries if e["source"] == "youcook2"][:k])
     t0 = time.perf_counter()
-    ref_scores = []
-    meteor = Meteor()
-    for v in pairs:
-        res = {i: [{"caption": h}] for i, (h, _) in enumerate(v)}
-        gts = {i: [{"caption": r}] for i, (_, r) in enumerate(v)}
-        tr, tg = PTBTokenizer().tokenize(res), PTBTokenizer().tokenize(gts)
-        ref_scores.append(meteor.compute_score(tg, tr)[0])
+    rng = random.Random("museg-etbench:0:dvc:youcook2")
+    pool = random_pool(0)
+    scorers = [(Bleu(4), ["bleu_1", "bleu_2", "bleu_3", "bleu_4"]), (Meteor(), ["meteor"]),
+               (Rouge(), ["rouge_l"]), (Cider(), ["cider"])]
+    per_t: dict[str, list[float]] = {}
+    for t in THRESHOLDS:
+        pairs = caption_pairs(group.videos, t, rng, pool)
+        res, gts, ids, i = {}, {}, [], 0
+        for v in pairs:
+            ids.append([])
+            for h, r in v:
+                res[i] = [{"caption": remove_nonascii(h)}]
+                gts[i] = [{"caption": remove_nonascii(r)}]
+                ids[-1].append(i)
+                i += 1
+        for scorer, names in scorers:
+            tres, tgts = PTBTokenizer().tokenize(res), PTBTokenizer().tokenize(gts)
+            vals = []
+            for vid in ids:
+                kw = {"verbose": 0} if names[0] == "bleu_1" else {}
+                s, _ = scorer.compute_score({j: tgts[j] for j in vid}, {j: tres[j] for j in vid},
+                                            **kw)
+                vals.append(s if isinstance(s, list) else [s])
+            for n, name in enumerate(names):
+                per_t.setdefault(name, []).append(sum(x[n] for x in vals) / len(vals))
+    ref = {name: sum(v) / len(v) for name, v in per_t.items()}
     ref_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ours = MeteorScorer()
-    tok = OurTokenizer()
-    flat = sorted({s for v in pairs for p in v for s in p})
-    m = dict(zip(flat, tok.tokenize(flat), strict=True))
-    our_scores = ours.video_scores([[(m[h], m[r]) for h, r in v] for v in pairs])
-    ours.close()
+    ours = score_dense([group], seed=0, errors=[])[("dvc", "youcook2")]
     our_s = time.perf_counter() - t0
-    return ref_s, our_s, max(abs(a - b) for a, b in zip(ref_scores, our_scores, strict=True))
+    diff = max(abs(ref[m] - ours[m]) for m in ref)
+    return {"reference_s": ref_s, "ours_s": our_s, "max_abs_diff": diff, "videos": len(group.videos)}
 
 
 def main() -> None:
@@ -212,9 +234,11 @@ def main() -> None:
     if res["errors"]:
         print("errors:", res["errors"])
     if args.reference_videos:
-        ref_s, our_s, diff = reference_dense(entries, args.reference_videos)
-        print(f"METEOR on {args.reference_videos} dvc videos at t=0.5: pycocoevalcap-style "
-              f"{ref_s:.2f}s, ours {our_s:.2f}s (ratio {ref_s / our_s:.1f}x), max |diff| {diff:.2e}")
+        r = reference_dense(entries, args.reference_videos)
+        print(f"dvc captions on {r['videos']} videos x 4 thresholds: densevid-style pycocoevalcap "
+              f"{r['reference_s']:.1f} s, ours {r['ours_s']:.1f} s (incl. SentSim; ratio "
+              f"{r['reference_s'] / r['ours_s']:.1f}x); BLEU/METEOR/ROUGE-L/CIDEr max |diff| "
+              f"{r['max_abs_diff']:.1e}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ H.264 file of M minutes (default 3) with ffmpeg's testsrc2 plus temporal noise. 
 training spec (2 fps, <=448 frames, min_pixels 12544, total_pixels 2809856) and evaluation spec
 (same without the frame cap) it times, on the same file and thread count N (default: all cores):
 
-- ours: ``decode_video(path, spec, backend, threads=N)`` per backend and resize mode,
-  and through the killable worker process (``timeout_s`` set);
+- ours: ``decode_video(path, spec, backend, threads=N)`` per backend and resize mode, in process
+  with 1 torch thread (as in the worker: FFmpeg's N threads decode, OpenMP spin-waiting would only
+  steal their cores) and through the killable worker process (``timeout_s`` set);
 - reference: qwen-vl-utils 0.0.10 ``fetch_video`` with ``FORCE_QWENVL_VIDEO_READER=decord``;
 - floor: ``ffmpeg -threads N -i FILE -f null -`` (every frame must be decoded anyway at 2 fps).
 
@@ -84,6 +85,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--specs", default="train,eval")
     ap.add_argument("--no-worker", action="store_true", help="skip the worker-process variant")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads for our in-process runs (the worker uses 1)")
     args = ap.parse_args()
     files = args.files or [make_file(args.minutes)]
     n = args.threads
@@ -95,8 +98,13 @@ def main() -> None:
         for sname in args.specs.split(","):
             spec = SPECS[sname]
             def ours(backend, mode, timeout_s=None, path=path, spec=spec):
-                return decode_video(path, {**spec, "resize": mode}, backend, timeout_s=timeout_s,
-                                    threads=n)
+                saved = torch.get_num_threads()
+                torch.set_num_threads(args.torch_threads)  # as in the decode worker
+                try:
+                    return decode_video(path, {**spec, "resize": mode}, backend,
+                                        timeout_s=timeout_s, threads=n)
+                finally:
+                    torch.set_num_threads(saved)
 
             variants = {
                 "floor ffmpeg -f null": (partial(floor, path, n), True),

@@ -12,7 +12,9 @@ file and the cause. A backend is never swapped for another one silently.
 Backends: ``torchcodec`` (exact seek mode; frames fetched one by one in increasing order, which
 decodes each GOP once and converts only the planned frames to RGB) and ``decord`` (what the
 reference uses). Both report the frame count found by scanning the file (not the header's) and the
-container's average frame rate, as the reference's decord reader does.
+container's average frame rate, as the reference's decord reader does. torchcodec applies a
+rotation flag (phone videos) and returns upright frames; decord, like the reference, ignores it
+(``meta["rotation"]`` records the flag).
 
 Resize modes (``spec["resize"]``): ``"fast"`` (default) resizes the uint8 frames directly with
 PyTorch's uint8 bicubic-antialias kernel (~0.6 ms per 480p frame); ``"exact"`` resizes float frames
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,7 @@ from museg.data.video.plan import FramePlan, check_spec, plan_frames
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torchcodec", "decord")
-CHUNK = 16  # frames resized at once (bounds memory: full-resolution frames are never all held)
+CHUNK = 16  # frames per decord batch (bounds memory: full-resolution frames are never all held)
 DEFAULT_RESIZE = "fast"
 
 
@@ -87,6 +89,7 @@ class VideoInfo:
     width: int
     duration: float
     total_frames_header: int | None = None
+    rotation: float | None = None
 
 
 @dataclass
@@ -163,15 +166,14 @@ class _TorchcodecReader:
                               fps=float(fps or 0.0), height=int(md.height or 0),
                               width=int(md.width or 0),
                               duration=float(md.duration_seconds or 0.0),
-                              total_frames_header=md.num_frames_from_header)
+                              total_frames_header=md.num_frames_from_header,
+                              rotation=md.rotation)
 
-    def frames(self, indices: list[int]) -> tuple[torch.Tensor, list[float]]:
-        out, pts = [], []
+    def frames(self, indices: list[int]) -> Iterator[tuple[torch.Tensor, float]]:
+        """``(frame [C, H, W] uint8, pts seconds)`` for sorted ``indices``, one at a time."""
         for i in indices:
             f = self.dec.get_frame_at(i)
-            out.append(f.data)
-            pts.append(float(f.pts_seconds))
-        return torch.stack(out), pts
+            yield f.data, float(f.pts_seconds)
 
 
 class _DecordReader:
@@ -187,10 +189,13 @@ class _DecordReader:
         self.info = VideoInfo(path=path, backend=self.name, total_frames=n, fps=fps,
                               height=int(h), width=int(w), duration=n / fps if fps else 0.0)
 
-    def frames(self, indices: list[int]) -> tuple[torch.Tensor, list[float]]:
-        x = torch.from_numpy(self.vr.get_batch(indices).asnumpy()).permute(0, 3, 1, 2)
-        pts = [float(t) for t in self.vr.get_frame_timestamp(indices)[:, 0]]
-        return x, pts
+    def frames(self, indices: list[int]) -> Iterator[tuple[torch.Tensor, float]]:
+        for k in range(0, len(indices), CHUNK):
+            idx = indices[k:k + CHUNK]
+            x = torch.from_numpy(self.vr.get_batch(idx).asnumpy()).permute(0, 3, 1, 2)
+            pts = self.vr.get_frame_timestamp(idx)[:, 0]
+            for j in range(len(idx)):
+                yield x[j], float(pts[j])
 
 
 _READERS = {"torchcodec": _TorchcodecReader, "decord": _DecordReader}
@@ -266,22 +271,24 @@ def _decode_local(path: str, spec: Mapping[str, Any], backend: str, threads: int
     except ValueError as e:
         raise VideoUnreadableError(path, f"cannot plan frames: {e}") from e
     uniq = sorted(set(plan.indices))
-    chunks, pts_of = [], {}
-    try:
-        for k in range(0, len(uniq), CHUNK):
-            idx = uniq[k:k + CHUNK]
-            raw, pts = reader.frames(idx)
-            if raw.shape[-2:] != (info.height, info.width):
-                raise VideoUnreadableError(path, f"frame size {tuple(raw.shape[-2:])} differs from "
-                                                 f"the header's {(info.height, info.width)}")
-            chunks.append(resize_frames(raw, plan.height, plan.width, mode))
-            pts_of.update(zip(idx, pts, strict=True))
+    frames = torch.empty((len(uniq), 3, plan.height, plan.width), dtype=torch.uint8)
+    pts_of: dict[int, float] = {}
+    k = -1
+    try:  # resize each frame as it arrives: full-resolution frames are never accumulated
+        for k, (raw, pts) in enumerate(reader.frames(uniq)):
+            if tuple(raw.shape) != (3, info.height, info.width):
+                raise VideoUnreadableError(path, f"frame {uniq[k]} has shape {tuple(raw.shape)}, "
+                                                 f"the header says {(3, info.height, info.width)}")
+            frames[k] = resize_frames(raw[None], plan.height, plan.width, mode)[0]
+            pts_of[uniq[k]] = pts
     except VideoError:
         raise
     except Exception as e:
-        raise VideoUnreadableError(path, f"{backend} failed decoding planned frames: "
+        raise VideoUnreadableError(path, f"{backend} failed decoding planned frame "
+                                         f"{uniq[k + 1] if k + 1 < len(uniq) else '?'}: "
                                          f"{_clean_cause(e, path)}") from e
-    frames = torch.cat(chunks)
+    if k + 1 != len(uniq):
+        raise VideoUnreadableError(path, f"{backend} returned {k + 1} of {len(uniq)} planned frames")
     if len(uniq) != len(plan.indices):  # repeated indices: gather
         pos = {j: n for n, j in enumerate(uniq)}
         frames = frames[[pos[j] for j in plan.indices]]
@@ -289,7 +296,7 @@ def _decode_local(path: str, spec: Mapping[str, Any], backend: str, threads: int
             "total_frames_header": info.total_frames_header, "video_fps": info.fps,
             "sample_fps": plan.sample_fps, "duration": info.duration,
             "pts": [pts_of[j] for j in plan.indices], "source_size": [info.height, info.width],
-            "resize": mode}
+            "resize": mode, "rotation": info.rotation}
     return DecodedVideo(frames=frames.contiguous(), plan=plan, meta=meta)
 
 

@@ -26,6 +26,8 @@ import atexit
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,14 +50,28 @@ def _context() -> mp.context.BaseContext:
 
 
 def _worker_main(conn) -> None:
-    """Worker loop: receive ``(fn, args)``, answer ``("ok", result)`` or ``("err", exception)``."""
+    """Worker loop: receive ``(seq, fn, args)``, answer ``(seq, "ok", result)`` or
+    ``(seq, "err", exception)``."""
     import importlib
 
+    if sys.platform.startswith("linux"):  # die with the parent (or fork server), even mid-hang
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
     for name in WARM_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
+    try:  # one intra-op thread: FFmpeg's threads decode; OpenMP spinning only steals their cores
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("MUSEG_DECODE_TORCH_THREADS", "1")))
+    except ImportError:
+        pass
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -64,16 +80,16 @@ def _worker_main(conn) -> None:
             return
         if msg is None:
             return
-        fn, args = msg
+        seq, fn, args = msg
         try:
-            reply = ("ok", fn(*args))
+            reply = (seq, "ok", fn(*args))
         except BaseException as e:  # noqa: B036 - everything goes back to the caller
-            reply = ("err", e)
+            reply = (seq, "err", e)
         try:
             conn.send(reply)
         except Exception as e:  # unpicklable result or exception
-            conn.send(("err", RuntimeError(f"{type(e).__name__} sending the result: {e}; "
-                                           f"original: {reply[1]!r}")))
+            conn.send((seq, "err", RuntimeError(f"{type(e).__name__} sending the result: {e}; "
+                                                f"original: {reply[2]!r}")))
 
 
 class _Worker:
@@ -81,6 +97,7 @@ class _Worker:
         self.ctx = ctx
         self.proc: Any = None
         self.conn: Any = None
+        self.seq = 0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
@@ -116,21 +133,37 @@ class _Worker:
         self.kill()
 
     def call(self, fn: Callable, args: tuple, timeout_s: float, path: str) -> Any:
-        if not self.alive():
-            self.kill()
-            self.start()
-        self.conn.send((fn, args))
-        if not self.conn.poll(timeout_s):
-            self.kill()
-            raise VideoTimeoutError(path, f"decoding took longer than video.decode_timeout_s="
-                                          f"{timeout_s:g}s; the worker was killed (fix: check the "
-                                          f"file, or raise video.decode_timeout_s)")
+        self.seq += 1
         try:
-            status, payload = self.conn.recv()
-        except (EOFError, OSError):
-            code = self.proc.exitcode if self.proc is not None else None
+            if not self.alive():
+                self.kill()
+                self.start()
+            try:
+                self.conn.send((self.seq, fn, args))
+            except (BrokenPipeError, ConnectionResetError):  # died since the last call
+                self.kill()
+                self.start()
+                self.conn.send((self.seq, fn, args))
+            if not self.conn.poll(timeout_s):
+                self.kill()
+                raise VideoTimeoutError(path, f"decoding took longer than video.decode_timeout_s="
+                                              f"{timeout_s:g}s; the worker was killed (fix: check "
+                                              f"the file, or raise video.decode_timeout_s)")
+            try:
+                seq, status, payload = self.conn.recv()
+            except (EOFError, OSError):
+                code = self.proc.exitcode if self.proc is not None else None
+                self.kill()
+                raise VideoUnreadableError(path, f"the decoder process died (exit code {code})"
+                                           ) from None
+        except VideoError:
+            raise
+        except BaseException:  # interrupted mid-call: the worker's state is unknown, drop it
             self.kill()
-            raise VideoUnreadableError(path, f"the decoder process died (exit code {code})") from None
+            raise
+        if seq != self.seq:  # cannot happen while every interrupted call kills the worker
+            self.kill()
+            raise RuntimeError(f"video worker answered request {seq}, expected {self.seq}")
         if status == "ok":
             return payload
         raise payload
@@ -162,6 +195,10 @@ class WorkerPool:
 
     def call(self, fn: Callable, *args: Any, timeout_s: float, path: str = "?") -> Any:
         """``fn(*args)`` in a worker, killed after ``timeout_s`` seconds (see module docstring)."""
+        if mp.current_process().daemon:
+            raise RuntimeError("video.decode_timeout_s needs worker processes, which a daemonic "
+                               "process (e.g. a torch DataLoader worker) cannot start (fix: decode "
+                               "in the main process or a thread, or set video.decode_timeout_s=null)")
         w = self._acquire()
         try:
             return w.call(fn, args, float(timeout_s), str(path))

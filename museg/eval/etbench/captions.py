@@ -126,10 +126,17 @@ def minilm_path() -> Path:
 
 
 class PTBTokenizer:
-    """pycocoevalcap's PTB tokenization, one Java call per :meth:`tokenize` batch, cached.
+    """pycocoevalcap's PTB tokenization (lowercased, punctuation tokens dropped) in one Java call.
 
-    ``java_calls`` counts the Java processes started.
+    PTB looks across line ends (whether a final ``etc.`` or ``p.m.`` gets an extra ``.`` depends on
+    the next line's first word), so a caption's tokens depend on its neighbours.
+    :meth:`tokenize_documents` reproduces one tokenizer run per document — the reference runs one
+    per caption list — in a single Java call, closing each document with :data:`SENTINEL`, a line
+    that PTB treats like the end of its input. :meth:`tokenize` treats each sentence as its own
+    document (cached). ``java_calls`` counts the Java processes started.
     """
+
+    SENTINEL = "Zzzz"
 
     def __init__(self) -> None:
         self.java = find_java()
@@ -142,21 +149,38 @@ class PTBTokenizer:
 
     @staticmethod
     def _clean(text: str) -> str:
-        return remove_nonascii(text).translate(_CONTROL).strip()
+        """Non-ASCII removed; newlines (and other control characters) become spaces."""
+        return remove_nonascii(text).translate(_CONTROL)
 
     def tokenize(self, sentences: Iterable[str]) -> list[str]:
-        """Tokenized form of each sentence (same order); unseen ones go to Java in one call."""
+        """Tokenized form of each sentence on its own (same order); unseen ones in one call."""
         sentences = list(sentences)
-        todo = sorted({c for s in sentences if (c := self._clean(s)) and c not in self.cache})
+        todo = sorted({s for s in sentences if s not in self.cache})
         if todo:
-            self._run(todo)
-        out = []
-        for s in sentences:
-            c = self._clean(s)
-            out.append(self.cache[c] if c else "")
-        return out
+            for s, tok in zip(todo, self.tokenize_documents([[s] for s in todo]), strict=True):
+                self.cache[s] = tok[0]
+        return [self.cache[s] for s in sentences]
 
-    def _run(self, lines: list[str]) -> None:
+    def tokenize_documents(self, docs: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Each document's sentences tokenized as by a separate PTB run over that document."""
+        lines: list[str] = []
+        for doc in docs:
+            lines.extend(self._clean(s) for s in doc)
+            lines.append(self.SENTINEL)
+        out = self._run(lines)
+        result, pos = [], 0
+        for doc in docs:
+            result.append([" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS)
+                           for line in out[pos:pos + len(doc)]])
+            pos += len(doc)
+            if out[pos].strip() != self.SENTINEL.lower():
+                raise CaptionMetricsUnavailable(
+                    f"PTB tokenizer output lost its line alignment at line {pos} "
+                    f"({out[pos]!r}) (fix: report the caption text that causes it)")
+            pos += 1
+        return result
+
+    def _run(self, lines: list[str]) -> list[str]:
         self.java_calls += 1
         with tempfile.TemporaryDirectory(prefix="museg_ptb_") as tmp:
             src = Path(tmp) / "sentences.txt"
@@ -170,8 +194,7 @@ class PTBTokenizer:
             raise CaptionMetricsUnavailable(
                 f"PTB tokenizer failed (exit {proc.returncode}, {len(out)}/{len(lines)} lines: "
                 f"{tail[0]}) (fix: check `java -version` and the pycocoevalcap install)")
-        for raw, line in zip(lines, out, strict=False):
-            self.cache[raw] = " ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS)
+        return out
 
 
 class MeteorScorer:

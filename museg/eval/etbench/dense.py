@@ -191,9 +191,14 @@ def score_dense(groups: Sequence[DenseGroup], seed: int = 0, errors: list[str] |
             rng = random.Random(f"museg-etbench:{seed}:{g.task}:{g.source}")
             for t in THRESHOLDS:
                 plan[(g.task, g.source, t)] = caption_pairs(g.videos, t, rng, pool)
-        raw = sorted({s for vids in plan.values() for v in vids for p in v for s in p})
-        tok = dict(zip(raw, tokenizer.tokenize(raw), strict=True))
-        plan = {k: [[(tok[h], tok[r]) for h, r in v] for v in vids] for k, vids in plan.items()}
+        # as the reference: per (group, t) one tokenizer run over the predictions of all pairs
+        # and one over their references, in pair order — here all in a single Java call
+        keys = list(plan)
+        docs = [[p[i] for v in plan[k] for p in v] for k in keys for i in (0, 1)]
+        tok = tokenizer.tokenize_documents(docs)
+        for j, k in enumerate(keys):
+            hyps, refs = iter(tok[2 * j]), iter(tok[2 * j + 1])
+            plan[k] = [[(next(hyps), next(refs)) for _ in v] for v in plan[k]]
     except CaptionMetricsUnavailable as e:
         report_unavailable(errors, e)
         return rows
