@@ -343,5 +343,28 @@ def test_bad_input_names_field():
         etbench_metrics([_entry("tvg", "cs", 0, a="1 - 2")])
     with pytest.raises(ETBenchError, match=r"field `task` must be one of"):
         etbench_metrics([_entry("xyz", "cs", 0, a="1 - 2")])
+    with pytest.raises(ETBenchError, match=r"field `a` must be the answer text"):
+        etbench_metrics([_entry("tvg", "cs", 0, a=["1 - 2"], tgt=[0, 1])])
     with pytest.raises(ETBenchError, match=r"`tgt` has 2 segments but `g` 1"):
         etbench_metrics([_entry("dvc", "y", 0, a="", tgt=[[0, 1], [1, 2]], g=["x"])])
+
+
+def test_parsers_never_raise_on_arbitrary_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    alphabet = st.sampled_from(list("0123456789.:-+() \n!?abcdestimnoprt*,") + ["seconds",
+                               " to ", "start time: ", "end time: ", "description: "])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(alphabet, max_size=40).map("".join))
+    def check(text):
+        for segs in (parse_timestamps(text), parse_captions(text)[0]):
+            assert all(len(s) == 2 and s[0] <= s[1] for s in segs)
+        segs, caps = parse_captions(text)
+        assert len(segs) == len(caps)
+        choice_outcome(text, 1)
+        gvq_letter(text, 4)
+        first_number(text)
+
+    check()

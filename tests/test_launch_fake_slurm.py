@@ -58,6 +58,10 @@ def test_slurm_array_sweep_with_requeue_on_a_fake_cluster(tmp_path):
         os.kill(first["pid"], signal.SIGUSR2)  # SLURM's --signal=USR2@... on rank 0's node
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
+        t0 = time.time()  # results are written just before the job's processes exit
+        while time.time() - t0 < 60 and any(r["state"] != "COMPLETED"
+                                            for r in jobs(state).values()):
+            time.sleep(0.5)
     finally:
         if proc.poll() is None:
             proc.kill()

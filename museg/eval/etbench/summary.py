@@ -134,6 +134,9 @@ def _validate(entries: list[dict]) -> None:
         if "source" not in e:
             raise ETBenchError(f"{where}: field `source` missing (fix: keep the annotation "
                                "fields next to the answer `a`)")
+        if e.get("a") is not None and not isinstance(e["a"], str):
+            raise ETBenchError(f"{where}: field `a` must be the answer text, got "
+                               f"{type(e['a']).__name__} (fix: store the model's answer string)")
         for f in _REQUIRED[task]:
             if e.get(f) is None:
                 raise ETBenchError(f"{where}: field `{f}` missing (fix: keep the annotation "

@@ -73,6 +73,16 @@ def _segments(tgt: Any) -> list[list[float]]:
     return [list(s) for s in tgt]
 
 
+def _best_iou(seg: list[float], tgt: Any) -> float:
+    """IoU of one predicted segment with the best ground-truth segment (0 without any).
+
+    >>> _best_iou([0, 5], [[0, 10], [0, 6]]), _best_iou([0, 5], [])
+    (0.8333333134651184, 0.0)
+    """
+    gt = _segments(tgt)
+    return float(iou_matrix([seg], gt).max()) if gt else 0.0
+
+
 def _recall_row(ious: list[float], n: int, mean_key: str) -> dict[str, float]:
     row = {"miou": sum(ious) / n if n else 0.0}
     for t in THRESHOLDS:
@@ -90,7 +100,7 @@ def score_grounding(entries: Sequence[dict], task: str) -> dict[str, Any]:
             failed += 1
             ious.append(0.0)
             continue
-        ious.append(float(iou_matrix(segs[:1], _segments(e["tgt"])).max()))
+        ious.append(_best_iou(segs[0], e["tgt"]))
     n = len(entries)
     return {"n": n, "failed": failed, **_recall_row(ious, n, "mrec" if task == "tem" else "f1")}
 
@@ -166,7 +176,7 @@ def score_gvq(entries: Sequence[dict], choose: Chooser) -> dict[str, Any]:
         if not segs:
             failed += 1
             continue
-        ious.append(float(iou_matrix(segs[:1], _segments(e["tgt"])).max()))
+        ious.append(_best_iou(segs[0], e["tgt"]))
     n = len(entries)
     return {"n": n, "failed": failed, "fallback": len(todo), "acc": correct / n if n else 0.0,
             **_recall_row(ious, n, "mrec")}
@@ -248,6 +258,6 @@ def score_vhd(entries: Sequence[dict]) -> dict[str, Any]:
         if x is None:
             failed += 1
             continue
-        hits += any(s <= x <= t for s, t in _windows(e["tgt"]))
+        hits += any(w[0] <= x <= w[1] for w in _windows(e["tgt"]) if len(w) == 2)
     n = len(entries)
     return {"n": n, "failed": failed, "f1": hits / n if n else 0.0}
