@@ -304,7 +304,7 @@ class WandbConfig:
 @dataclass
 class LauncherConfig:
     name: str = "local"
-    """local or slurm."""
+    """local, slurm or submitit_local."""
     nproc_per_node: int = 1
     """Processes per node; one per GPU (launcher=local: on this machine)."""
     nodes: int = 1

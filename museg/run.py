@@ -191,7 +191,9 @@ def dispatch(cfg: DictConfig) -> Any:
 def _hydra_main(cfg: DictConfig) -> Any:
     absolutize_paths(cfg)
     OmegaConf.resolve(cfg)
-    return dispatch(cfg)
+    from museg.launch.job import run_job
+
+    return run_job(cfg, dispatch)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,12 +204,24 @@ def main(argv: list[str] | None = None) -> None:
     argv = normalize_overrides(argv)
     flags, overrides = split_args(argv)
     info_only = any(f in _INFO_FLAGS for f in flags)
-    if not any(f in ("--help", "-h", "--hydra-help") for f in flags):
-        # --cfg/--info only print: composition errors still stop, value checks do not
-        problem = check_overrides(overrides, check_files=not info_only,
+    help_only = any(f in ("--help", "-h", "--hydra-help") for f in flags)
+    from museg.launch.preview import launch_plan, preview
+
+    plan = launch_plan(overrides) if not (info_only or help_only) else None
+    dry_run = plan is not None and plan.dry_run
+    if not help_only:
+        # --cfg/--info only print: composition errors still stop, value checks do not;
+        # a dry run prints what would be submitted: no file checks (data may live on the cluster)
+        problem = check_overrides(overrides, check_files=not info_only and not dry_run,
                                   check_values=not info_only)
         if problem:
             raise ConfigError(problem)
+    multirun = any(f in ("-m", "--multirun") for f in flags)
+    if dry_run:
+        print(preview(overrides, multirun=multirun or plan.submits))
+        return
+    if plan is not None and plan.submits and not multirun:
+        argv = ["-m", *argv]  # launcher=slurm / submitit_local submit through Hydra's multirun
     register_schema()
     register_resolvers()
     sys.argv = [sys.argv[0], *argv]
