@@ -149,7 +149,11 @@ class VideoConfig:
     total_pixels: int = 2809856
     """Pixel budget over all frames (3584 * 28 * 28); frames shrink to fit it."""
     backend: str = "torchcodec"
-    """Decoder: torchcodec (exact seek) or decord. Never falls back silently."""
+    """Decoder: torchcodec (exact seek) or decord; never falls back silently. torchcodec applies a
+    phone video's rotation flag, decord (and the reference) ignore it."""
+    resize: str = "fast"
+    """fast: bicubic+antialias on uint8 (decodes at the ffmpeg floor, mean 0.09 grey levels from
+    the reference); exact: bit-identical to qwen-vl-utils 0.0.10 (~10% slower)."""
     decode_timeout_s: float | None = 120.0
     """Kill a decode worker after this many seconds (null: decode in-process, no worker)."""
     cache: VideoCacheConfig = field(default_factory=VideoCacheConfig)
@@ -249,6 +253,8 @@ class EvalVideoConfig:
     """No cap beyond the planner's default (768)."""
     max_pixels: int | None = None
     """Optional per-frame cap."""
+    resize: str = "exact"
+    """exact (bit-identical to the reference pipeline, for comparable numbers) or fast."""
 
 
 @dataclass
@@ -396,6 +402,8 @@ _CHOICES = {
     "train.loss_type": ("sequence", "token", "dr_grpo"),
     "data.on_bad_record": ("fail", "skip"),
     "video.backend": ("torchcodec", "decord"),
+    "video.resize": ("fast", "exact"),
+    "eval.video.resize": ("fast", "exact"),
     "video.on_failure": ("replace", "fail"),
     "rollout.backend": ("hf", "vllm"),
     "eval.backend": ("hf", "vllm"),

@@ -196,3 +196,36 @@ def die_at_start(conn) -> None:
     """A video worker main that exits before reporting ready (the parent reads EOF)."""
     conn.close()
     os._exit(3)
+
+
+def batch_worker(rank: int, world_size: int, port: int, cfg_yaml: str, bad_path: str,
+                 out_dir: str) -> None:
+    """Spawn target: a StepBatcher per rank where only rank 1 cannot decode sample 0's video (as
+    with a timeout on one rank); dump what each rank uses for its slots."""
+    import dataclasses
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from museg.rl import distributed as D
+    from museg.rl.batch import StepBatcher
+    from museg.rl.trainer import load_train_samples
+
+    D.init_distributed(device="cpu")
+    cfg = OmegaConf.create(cfg_yaml)
+    samples = load_train_samples(cfg)
+    if rank == 1:
+        samples[0] = dataclasses.replace(samples[0], video_path=bad_path)
+    b = StepBatcher(samples, cfg.video, data_seed=0, shuffle=False, per_device=1,
+                    num_generations=2, accumulation=2, rank=rank, world_size=world_size,
+                    run_dir=out_dir)
+    steps = []
+    for consumed in (0, 2):
+        slots = b.get(consumed)
+        steps.append([{"micro": s.micro, "position": s.position, "gens": s.generations,
+                       "source": s.item.sample.source, "replaced_from": s.item.replaced_from}
+                      for s in slots])
+    out = {"steps": steps, "num_replaced": b.num_replaced, "sources": [s.source for s in samples],
+           "failed": sorted(b.failed_paths)}
+    b.close()
+    D.cleanup_distributed()
+    Path(out_dir, f"batch{rank}.json").write_text(json.dumps(out))

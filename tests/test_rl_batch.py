@@ -177,3 +177,40 @@ def test_decode_worker_that_cannot_start_is_a_one_line_error(tmp_path, monkeypat
     assert "\n" not in msg and msg.startswith(os.fspath(cfg.paths.video_root))
     assert "fix:" in msg and "EOFError" in msg
     worker._shutdown()
+
+
+def test_ranks_agree_on_replacements_when_only_one_rank_fails(tmp_path):
+    """Sample 0's video fails on rank 1 only (a timeout can hit one rank): both ranks hold parts of
+    its group, so both must swap it for the same replacement; later steps avoid it on both."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from helpers_rl import batch_worker
+    from omegaconf import OmegaConf
+
+    from museg.data.sources import materialize_synthetic
+
+    cfg = tiny_train_cfg(tmp_path)
+    materialize_synthetic(cfg)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(batch_worker, args=(2, port, OmegaConf.to_yaml(cfg), str(bad), str(tmp_path)),
+             nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"batch{i}.json").read_text()) for i in range(2))
+    sources = r0["sources"]
+    # MUSEG-like layout: 1 completion per rank, G = 2: each prompt's group spans both ranks
+    assert [[(s["micro"], s["position"], s["gens"]) for s in st] for st in r0["steps"]] == \
+        [[(0, 0, [0]), (1, 1, [0])], [(0, 2, [0]), (1, 3, [0])]]
+    assert [[s["gens"] for s in st] for st in r1["steps"]] == [[[1], [1]], [[1], [1]]]
+    used0 = [[s["source"] for s in st] for st in r0["steps"]]
+    used1 = [[s["source"] for s in st] for st in r1["steps"]]
+    assert used0 == used1  # same samples on both ranks
+    assert used0[0][0] != sources[0] and r0["steps"][0][0]["replaced_from"] == [sources[0]]
+    assert used0[0][1:] == [sources[1]] and used0[1] == sources[2:4]
+    assert r0["num_replaced"] == r1["num_replaced"] == 1
+    assert len(r0["failed"]) == len(r1["failed"]) == 1  # rank 0 learned rank 1's failure
+    q = (tmp_path / "quarantine.jsonl").read_text().splitlines()
+    assert len(q) == 1 and json.loads(q[0])["position"] == 0

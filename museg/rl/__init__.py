@@ -2,7 +2,8 @@
 
 - :mod:`museg.rl.advantages` -- group-relative advantages (``group_advantages``);
 - :mod:`museg.rl.loss` -- per-token log-probs, k3 KL, clipped ratio, aggregations (``grpo_loss``);
-- :mod:`museg.rl.batch` -- data order, per-rank shards, video decoding with prefetch/replacement;
+- :mod:`museg.rl.batch` -- batch semantics (completions per rank), data order, video decoding
+  with prefetch / replacement agreed over ranks; :mod:`museg.rl.sampling` -- per-completion seeds;
 - :mod:`museg.rl.rollout` -- prompt + completion forward inputs (HF rollouts come from
   :func:`museg.model.generate.generate_completions`); :mod:`museg.rl.rollout_vllm` -- vLLM (GPU);
 - :mod:`museg.rl.engine` -- backward / optimizer step (plain PyTorch, DDP, or accelerate+DeepSpeed);

@@ -238,10 +238,14 @@ class StepBatcher:
         self.prefetcher.submit(paths)
 
     def _decode(self, idx: int) -> Any:
+        from museg.data.video import worker
+
+        errors = (EOFError, BrokenPipeError, ConnectionError,
+                  *[e for e in (getattr(worker, "VideoWorkerError", None),) if e is not None])
         path = self.samples[idx].video_path
         try:
             return self.prefetcher.get(path)
-        except (EOFError, BrokenPipeError, ConnectionError) as e:
+        except errors as e:
             raise DecodeWorkerError(
                 f"{path}: the video decode worker process could not start or died before "
                 f"answering ({type(e).__name__}: {e or 'pipe closed'}) (fix: check free memory "
@@ -277,7 +281,7 @@ class StepBatcher:
                     current[pos] = self.policy.replacement(original[pos], attempts[pos])
                     videos.pop(pos, None)
             # 2. decode what is missing; 3. every rank learns every failure of the round
-            mine = []
+            mine, broken = [], None
             for pos, idx in current.items():
                 if pos in videos:
                     continue
@@ -285,11 +289,17 @@ class StepBatcher:
                     videos[pos] = self._decode(idx)
                 except VideoError as e:
                     mine.append((pos, idx, e))
+                except DecodeWorkerError as e:  # every rank stops with it, none waits forever
+                    broken = str(e)
+                    break
             swapped = sorted(p for p in current if current[p] != original[p])
-            parts = D.all_gather_object((mine, swapped))
-            failures = [f for part, _ in parts for f in part]
+            parts = D.all_gather_object((mine, swapped, broken))
+            for r, (_, _, msg) in enumerate(parts):
+                if msg is not None:
+                    raise DecodeWorkerError(msg if r == self.rank else f"rank {r}: {msg}")
+            failures = [f for part, _, _ in parts for f in part]
             if not failures:
-                replaced_positions = {p for _, sw in parts for p in sw}
+                replaced_positions = {p for _, sw, _ in parts for p in sw}
                 break
             failures.sort(key=lambda f: (f[0], f[1]))
             for pos, idx, err in failures:

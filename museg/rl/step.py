@@ -30,6 +30,7 @@ Example (inside :func:`museg.rl.trainer.train`)::
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ from museg.rl.rollout import cut_at_tokens, forward_inputs
 from museg.rl.timer import StepTimer
 
 __all__ = ["StepContext", "RunRollout", "GlobalStep", "PromptTooLongError", "rollout_step",
-           "gather_advantages", "optimize_step", "rollout_seed"]
+           "gather_advantages", "optimize_step", "rollout_seed", "step_metrics", "completion_rows"]
 
 
 class PromptTooLongError(ValueError):
@@ -314,3 +315,32 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
     return {"loss": red["loss"], "loss_last_iter": red["loss_last_iter"],
             "kl": red["kl"] / tokens, "clip_ratio": red["clip"] / tokens,
             "grad_norm": norms[-1], "skipped_updates": float(skipped)}
+
+
+def step_metrics(glob: GlobalStep, stats: dict, lr: float) -> dict[str, float]:
+    """Logged metrics of a step: rewards over all ranks, optimisation statistics, lr."""
+    metrics = {f"reward/{k}": float(v.mean()) for k, v in glob.rewards.items()}
+    metrics["reward/group_std"] = float(glob.group_std.mean())
+    metrics["completion_length"] = float(glob.lengths.mean())
+    metrics["completion_length_max"] = float(glob.lengths.max())
+    metrics["lr"] = lr
+    for k in ("loss", "kl", "clip_ratio", "grad_norm", "skipped_updates"):
+        metrics[k] = float(stats[k])
+    return metrics
+
+
+def completion_rows(runs: list, glob: GlobalStep, num_generations: int,
+                     first_position: int) -> list[dict]:
+    """Rows of every rank's completions (gathered; rank 0 writes them), ordered by position."""
+    rows = []
+    for r in runs:
+        for j, g in enumerate(r.slot.generations):
+            k = (r.slot.position - first_position) * num_generations + g
+            row = {"position": r.slot.position, "generation": g,
+                   "source": getattr(r.slot.item.sample, "source", ""), "prompt": r.question,
+                   "completion": r.texts[j], "solution": json.dumps(r.slot.item.sample.solution)}
+            row.update({f"reward/{key}": float(v[k]) for key, v in glob.rewards.items()})
+            row["advantage"] = float(glob.advantages[k])
+            rows.append(row)
+    rows = [row for part in D.all_gather_object(rows) for row in part]
+    return sorted(rows, key=lambda x: (x["position"], x["generation"]))

@@ -54,7 +54,14 @@ from museg.rl import distributed as D
 from museg.rl.batch import StepBatcher, prompts_per_micro_step, steps_per_epoch
 from museg.rl.engine import make_engine
 from museg.rl.logging import MetricsLogger
-from museg.rl.step import GlobalStep, StepContext, gather_advantages, optimize_step, rollout_step
+from museg.rl.step import (
+    StepContext,
+    completion_rows,
+    gather_advantages,
+    optimize_step,
+    rollout_step,
+    step_metrics,
+)
 from museg.rl.timer import StepTimer, overhead_fraction
 
 __all__ = ["train", "request_checkpoint", "checkpoint_requested", "clear_checkpoint_request",
@@ -170,34 +177,6 @@ def _reference_factory(cfg: Any, ref: torch.nn.Module | None, policy: torch.nn.M
         with policy.disable_adapter():
             yield policy
     return adapters_off
-
-
-def _step_metrics(glob: GlobalStep, stats: dict, lr: float) -> dict[str, float]:
-    metrics = {f"reward/{k}": float(v.mean()) for k, v in glob.rewards.items()}
-    metrics["reward/group_std"] = float(glob.group_std.mean())
-    metrics["completion_length"] = float(glob.lengths.mean())
-    metrics["completion_length_max"] = float(glob.lengths.max())
-    metrics["lr"] = lr
-    for k in ("loss", "kl", "clip_ratio", "grad_norm", "skipped_updates"):
-        metrics[k] = float(stats[k])
-    return metrics
-
-
-def _completion_rows(runs: list, glob: GlobalStep, num_generations: int,
-                     first_position: int) -> list[dict]:
-    """Rows of every rank's completions (gathered; rank 0 writes them), ordered by position."""
-    rows = []
-    for r in runs:
-        for j, g in enumerate(r.slot.generations):
-            k = (r.slot.position - first_position) * num_generations + g
-            row = {"position": r.slot.position, "generation": g,
-                   "source": getattr(r.slot.item.sample, "source", ""), "prompt": r.question,
-                   "completion": r.texts[j], "solution": json.dumps(r.slot.item.sample.solution)}
-            row.update({f"reward/{key}": float(v[k]) for key, v in glob.rewards.items()})
-            row["advantage"] = float(glob.advantages[k])
-            rows.append(row)
-    rows = [row for part in D.all_gather_object(rows) for row in part]
-    return sorted(rows, key=lambda x: (x["position"], x["generation"]))
 
 
 def _save_final(engine: Any, processor: Any, out: Path) -> None:
@@ -365,7 +344,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
             pos = torch.tensor(batcher.step_positions(consumed), dtype=torch.long)
             first_position = consumed
             consumed += prompts_per_step
-            metrics = _step_metrics(glob, stats, lr)
+            metrics = step_metrics(glob, stats, lr)
             metrics["videos_replaced"] = float(batcher.num_replaced)
             times = timer.end_step()
             metrics.update(times)
@@ -376,7 +355,7 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
             if step % int(t.logging_steps) == 0 or step == total:
                 logger.log(step, metrics)
             if int(t.completions_every) > 0 and step % int(t.completions_every) == 0:
-                logger.log_completions(step, _completion_rows(runs, glob, g, first_position))
+                logger.log_completions(step, completion_rows(runs, glob, g, first_position))
             if step % int(t.save_steps) == 0 or step == total:
                 save(step)
                 saved_at = step

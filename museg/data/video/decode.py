@@ -17,13 +17,14 @@ rotation flag (phone videos) and returns upright frames; decord, like the refere
 (``meta["rotation"]`` records the flag).
 
 Resize modes (``spec["resize"]``): ``"fast"`` (default) resizes the uint8 frames directly with
-PyTorch's uint8 bicubic-antialias kernel (~0.6 ms per 480p frame); ``"exact"`` resizes float frames
-with ``interpolate(bicubic, antialias=True)`` then clamps and rounds, bit-identical to the
-reference's torchvision resize of the same RGB frames but ~10x slower, which puts decoding well
-above the FFmpeg decode floor. Measured on a noisy 480p test pattern (harsh, sharp edges): ``fast``
-differs from the reference by 0.09 grey levels on average, 8% of values differ at all, 0.3% by more
-than 2 (max 14, next to hard edges where the uint8 kernel clips bicubic overshoot between its two
-passes); on the index-coded test videos the difference is at most 1.
+PyTorch's uint8 bicubic-antialias kernel (~0.4 ms per 480p frame on one thread); ``"exact"``
+resizes float frames with ``interpolate(bicubic, antialias=True)`` then clamps and rounds:
+bit-identical to the reference's torchvision resize of the same RGB frames, ~3.3 ms per frame (on a
+2-core machine about +10% over the decode floor). Measured on a noisy 480p test pattern (harsh,
+sharp edges): ``fast`` differs from the reference by 0.09 grey levels on average, 8% of values
+differ at all, 0.3% by more than 2 (max 14, next to hard edges where the uint8 kernel clips bicubic
+overshoot between its two passes); on the index-coded test videos by at most 1. Each frame is
+resized as soon as it is decoded, so full-resolution frames are never accumulated.
 
 Example:
     >>> from museg.data.video import decode_video, TRAIN_SPEC   # doctest: +SKIP
@@ -125,8 +126,8 @@ def resize_frames(frames: torch.Tensor, height: int, width: int,
     if tuple(frames.shape[-2:]) == (height, width):
         return frames
     if mode == "fast":
-        return torch.nn.functional.interpolate(frames.contiguous(), size=(height, width),
-                                               mode="bicubic", antialias=True)
+        return torch.nn.functional.interpolate(frames, size=(height, width), mode="bicubic",
+                                               antialias=True).contiguous()
     if mode != "exact":
         raise ValueError(f"resize mode must be 'exact' or 'fast', got {mode!r}")
     x = frames.float().contiguous(memory_format=torch.channels_last)
