@@ -13,6 +13,7 @@ print one line per problem and exit with code 2::
     >>> cfg = OmegaConf.structured(MusegConfig)
     >>> cfg.train.learning_rate, cfg.train.num_generations, cfg.video.total_pixels
     (1.5e-06, 8, 2809856)
+    >>> cfg.train.per_device_train_batch_size = 8   # one group of G=8 completions on 1 process
     >>> cfg.train.forward_batch_size = 3
     >>> [p.key for p in validate(cfg, check_files=False)]
     ['train.forward_batch_size']

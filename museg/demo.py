@@ -34,6 +34,12 @@ def _user_overrides() -> list[str]:
     return [o for o in current_overrides() if o.split("=", 1)[0].lstrip("+~") not in skip]
 
 
+def _q(value: object) -> str:
+    """Quote an override value (run names and paths contain '=' and ',')."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
 def _child(args: list[str], log_path: Path) -> None:
     """Run ``python -m museg.run ARGS``; its output goes to the console and to ``log_path``."""
     cmd = [sys.executable, "-m", "museg.run", *args]
@@ -156,8 +162,8 @@ def run_demo(cfg: DictConfig) -> dict:
 
     def eval_phase(phase: str, model_dir: Path) -> None:
         out = Path(cfg.paths.output_root) / cfg.experiment_name / "eval" / f"{name}-{phase}"
-        _child([*common, "task=eval", "benchmark=synthetic", f"model.path={model_dir}",
-                f"run_name={name}-{phase}"], run_dir / f"{phase}_eval.log")
+        _child([*common, "task=eval", "benchmark=synthetic", f"model.path={_q(model_dir)}",
+                f"run_name={_q(f'{name}-{phase}')}"], run_dir / f"{phase}_eval.log")
         evals[phase] = out
 
     print("[demo] 1/5 synthetic data + tiny model + supervised warm-up", flush=True)
@@ -168,8 +174,8 @@ def run_demo(cfg: DictConfig) -> dict:
         phase = f"stage{stage}"
         print(f"[demo] {2 * stage}/5 stage-{stage} GRPO", flush=True)
         train_dir = Path(cfg.paths.output_root) / cfg.experiment_name / "train" / f"{name}-{phase}"
-        _child([*common, "task=train", f"stage={stage}", f"init_from={prev}",
-                f"run_name={name}-{phase}"], run_dir / f"{phase}_train.log")
+        _child([*common, "task=train", f"stage={stage}", f"init_from={_q(prev)}",
+                f"run_name={_q(f'{name}-{phase}')}"], run_dir / f"{phase}_train.log")
         train_dirs[phase] = train_dir
         prev = train_dir / "final"
         eval_phase(phase, prev)

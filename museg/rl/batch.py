@@ -270,33 +270,35 @@ class StepBatcher:
         videos: dict[int, Any] = {}
         replaced_positions: set[int] = set()  # over all ranks, known after the last round
         for _round in range(self.policy.max_attempts + 1):
-            # 1. positions whose candidate is known bad take their next deterministic replacement
-            for pos in current:
-                while self.policy.is_failed(current[pos]):
-                    attempts[pos] += 1
-                    if attempts[pos] > self.policy.max_attempts:
-                        raise FailureBudgetExceeded(
-                            f"no loadable replacement for item {original[pos]} after "
-                            f"{self.policy.max_attempts} attempts")
-                    current[pos] = self.policy.replacement(original[pos], attempts[pos])
-                    videos.pop(pos, None)
-            # 2. decode what is missing; 3. every rank learns every failure of the round
-            mine, broken = [], None
-            for pos, idx in current.items():
-                if pos in videos:
-                    continue
-                try:
-                    videos[pos] = self._decode(idx)
-                except VideoError as e:
-                    mine.append((pos, idx, e))
-                except DecodeWorkerError as e:  # every rank stops with it, none waits forever
-                    broken = str(e)
-                    break
+            mine, stop = [], None  # stop: an error every rank raises (none waits forever)
+            try:
+                # 1. positions whose candidate is known bad take their next replacement
+                for pos in current:
+                    while self.policy.is_failed(current[pos]):
+                        attempts[pos] += 1
+                        if attempts[pos] > self.policy.max_attempts:
+                            raise FailureBudgetExceeded(
+                                f"no loadable replacement for item {original[pos]} after "
+                                f"{self.policy.max_attempts} attempts")
+                        current[pos] = self.policy.replacement(original[pos], attempts[pos])
+                        videos.pop(pos, None)
+                # 2. decode what is missing
+                for pos, idx in current.items():
+                    if pos not in videos:
+                        try:
+                            videos[pos] = self._decode(idx)
+                        except VideoError as e:
+                            mine.append((pos, idx, e))
+            except (DecodeWorkerError, FailureBudgetExceeded) as e:
+                stop = (type(e).__name__, str(e))
+            # 3. every rank learns every failure of the round
             swapped = sorted(p for p in current if current[p] != original[p])
-            parts = D.all_gather_object((mine, swapped, broken))
-            for r, (_, _, msg) in enumerate(parts):
-                if msg is not None:
-                    raise DecodeWorkerError(msg if r == self.rank else f"rank {r}: {msg}")
+            parts = D.all_gather_object((mine, swapped, stop))
+            for r, (_, _, err) in enumerate(parts):
+                if err is not None:
+                    cls = DecodeWorkerError if err[0] == "DecodeWorkerError" else \
+                        FailureBudgetExceeded
+                    raise cls(err[1] if r == self.rank else f"rank {r}: {err[1]}")
             failures = [f for part, _, _ in parts for f in part]
             if not failures:
                 replaced_positions = {p for _, sw, _ in parts for p in sw}

@@ -151,19 +151,11 @@ class MetricsLogger:
 
         if not self.wandb_id:
             self.wandb_id = new_run_id()
-        tags = _cfg_get(cfg, "wandb.tags", None)
-        self._wandb = wandb.init(
-            project=_cfg_get(cfg, "wandb.project", "museg"),
-            entity=_cfg_get(cfg, "wandb.entity", None),
-            group=_cfg_get(cfg, "wandb.group", None),
-            job_type=_cfg_get(cfg, "wandb.job_type", None),
-            tags=list(tags) if tags else None,
-            config=_to_container(cfg),
-            id=self.wandb_id,
-            resume="allow",
-            dir=str(self.run_dir),
-            mode=mode,
-        )
+        from museg.launch.tracking import wandb_init_kwargs
+
+        kwargs = wandb_init_kwargs(cfg, run_id=self.wandb_id)
+        kwargs.update(dir=str(self.run_dir), mode=mode)
+        self._wandb = wandb.init(**kwargs)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.is_main:

@@ -92,6 +92,11 @@ def _worker_main(conn) -> None:
                                                 f"original: {reply[2]!r}")))
 
 
+class VideoWorkerError(RuntimeError):
+    """The decode worker process could not start (the environment, not a bad video: never
+    quarantined)."""
+
+
 class _Worker:
     def __init__(self, ctx: mp.context.BaseContext) -> None:
         self.ctx = ctx
@@ -109,10 +114,22 @@ class _Worker:
         proc.start()
         child.close()
         self.proc, self.conn = proc, parent
-        if not parent.poll(START_TIMEOUT_S):
+        fix = ("(fix: check free memory and /dev/shm, or set video.decode_timeout_s=null to decode "
+               "in-process)")
+        try:
+            ready = parent.poll(START_TIMEOUT_S)
+            if ready:
+                parent.recv()
+        except (EOFError, OSError) as e:
+            proc.join(timeout=1)
+            code = proc.exitcode
             self.kill()
-            raise RuntimeError(f"video worker did not start within {START_TIMEOUT_S:.0f}s")
-        parent.recv()
+            raise VideoWorkerError(f"the video decode worker exited before it was ready (exit code "
+                                   f"{code}, {type(e).__name__}) {fix}") from None
+        if not ready:
+            self.kill()
+            raise VideoWorkerError(f"the video decode worker did not start within "
+                                   f"{START_TIMEOUT_S:.0f}s {fix}")
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -243,4 +260,4 @@ def _shutdown() -> None:
 
 atexit.register(_shutdown)
 
-__all__ = ["WorkerPool", "default_pool", "run_in_worker", "VideoError"]
+__all__ = ["WorkerPool", "default_pool", "run_in_worker", "VideoError", "VideoWorkerError"]
