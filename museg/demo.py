@@ -64,6 +64,7 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     import torch
 
     from museg.data.annotations import load_train_jsonl
+    from museg.data.prompts import TEMPLATES, build_question
     from museg.data.video import decode_video, video_spec_from_cfg
     from museg.model import load_model_and_processor, model_path_from_cfg
     from museg.rl.warmup import WarmupExample, supervised_warmup, target_completion
@@ -81,9 +82,11 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     for s in samples:
         if s.video_path not in videos:
             videos[s.video_path] = decode_video(s.video_path, spec, backend=cfg.video.backend)
-        question = cfg.stage.template.format(problem=s.problem)
-        examples.append(WarmupExample(videos[s.video_path], question,
-                                      target_completion(s.solution, "the event")))
+        # both stage instructions: a tiny model does not generalise across instructions the way an
+        # instruction-tuned Qwen2.5-VL does, and stage 2 switches instruction
+        for template in (TEMPLATES["stage1"], TEMPLATES["stage2"]):
+            examples.append(WarmupExample(videos[s.video_path], build_question(template, s.problem),
+                                          target_completion(s.solution, "the event")))
     d = cfg.demo
     losses = supervised_warmup(model, processor, examples, steps=int(d.warmup_steps),
                                learning_rate=float(d.warmup_lr),
