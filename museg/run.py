@@ -109,7 +109,7 @@ def _override_variants(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """Compose ``conf/config.yaml`` with overrides through Hydra's compose API (tests use this)."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
@@ -122,7 +122,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
     else:
         ctx = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
     with ctx:
-        cfg = compose(config_name="config", overrides=overrides)
+        cfg = compose(config_name="config", overrides=overrides,
+                      return_hydra_config=return_hydra_config)
     absolutize_paths(cfg)
     return cfg
 

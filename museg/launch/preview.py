@@ -66,23 +66,11 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 
 def compose_job(overrides: Sequence[str]) -> JobSpec:
     """Compose one job's config the way Hydra will (with the ``hydra`` node, paths absolute)."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
 
-    from museg.config import absolutize_paths, register_schema
-    from museg.naming import register_resolvers, set_fallback_overrides
-    from museg.run import CONFIG_PATH, normalize_overrides
+    from museg.run import compose_config, normalize_overrides
 
-    register_schema()
-    register_resolvers()
     overrides = normalize_overrides(list(overrides))
-    set_fallback_overrides(overrides)
-    if CONFIG_PATH.startswith("pkg://"):
-        ctx = initialize_config_module(config_module="museg.conf", version_base="1.3")
-    else:
-        ctx = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
-    with ctx:
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    absolutize_paths(cfg)
+    cfg = compose_config(overrides, return_hydra_config=True)
     # resolve now: ${museg.run_name:} reads the overrides of the job composed last
     data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
             for k, v in ((k, cfg[k]) for k in cfg if k != "hydra")}
