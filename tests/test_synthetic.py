@@ -155,3 +155,13 @@ def test_ensure_synthetic_caches_and_keys(tmp_path):
     assert load_train_jsonl(c.train_file, c.video_root)
     with pytest.raises(TypeError, match="unknown synthetic data parameter"):
         ensure_synthetic(tmp_path, n_videos=3)
+
+
+def test_clock_bar_grows_with_time():
+    from museg.data.synthetic_render import Event, render_frames
+
+    ev = Event(colour="red", start_frame=2, end_frame=4, pos0=(0, 0), pos1=(0, 0))
+    frames = list(render_frames([ev], 8, (56, 56), 0.3, clock_rows=14, clock_frames=8))
+    bar_lengths = [int((f[-1, :, 0] == 255).sum()) for f in frames]
+    assert bar_lengths == [round(56 * i / 8) for i in range(8)]
+    assert (frames[3][:42] != frames[0][:42]).any()  # the scene above the bar still shows the event

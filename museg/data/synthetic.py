@@ -172,6 +172,7 @@ def generate_synthetic(
     tal_fraction: float = 0.5,
     n_phrasings: int | None = None,
     background: tuple[int, int, int] = BACKGROUND,
+    clock_rows: int = 0,
     progress: bool | None = None,
 ) -> SyntheticPaths:
     """Write videos and annotation files into ``out_dir`` (created; existing files overwritten).
@@ -180,7 +181,8 @@ def generate_synthetic(
     and ``gap_range`` (seconds; a gap of 0 makes a shape change colour in place),
     ``boundary_step`` (event boundaries are multiples of it; must be whole frames), ``blob_frac``
     (shape size / short side), ``motion``, ``noise`` (pixel noise std), ``tal_fraction`` (share of
-    tal queries), ``n_phrasings`` (how many of the phrasings per task to use; None = all).
+    tal queries), ``n_phrasings`` (how many of the phrasings per task to use; None = all),
+    ``clock_rows`` (a time bar in the bottom rows, full width at the longest duration; 0 = none).
     """
     step_frames = boundary_step * fps
     if step_frames < 1 or abs(step_frames - round(step_frames)) > 1e-6:
@@ -214,7 +216,8 @@ def generate_synthetic(
                                  ev_steps, gap_steps)
             name = f"syn_{split}_{k:04d}.mp4"
             render_video(paths.video_root / name, events, n_steps * step_frames, size, fps,
-                         blob_frac, tuple(background), noise, rng.randrange(2**32))
+                         blob_frac, tuple(background), noise, rng.randrange(2**32),
+                         clock_rows, dur_steps[1] * step_frames)
             segments = colour_segments(events, fps)
             duration = round(n_steps * step_frames / fps, 2)
             for q in plan_queries(rng, segments, queries_per_video, tal_fraction, n_phrasings):

@@ -103,8 +103,15 @@ def render_frames(
     background: tuple[int, int, int] = BACKGROUND,
     noise: float = 0.0,
     noise_seed: int = 0,
+    clock_rows: int = 0,
+    clock_frames: int = 0,
 ):
-    """Yield ``n_frames`` RGB uint8 frames ``[H, W, 3]`` showing ``events`` (no overlap allowed)."""
+    """Yield ``n_frames`` RGB uint8 frames ``[H, W, 3]`` showing ``events`` (no overlap allowed).
+
+    With ``clock_rows`` > 0 the bottom rows show a white bar whose length grows with the frame
+    index (full width at ``clock_frames``): the time is then visible in the pixels, which a tiny
+    model trained for minutes needs (a real Qwen2.5-VL reads it from M-RoPE time positions).
+    """
     h, w = size
     side = blob_side(size, blob_frac)
     masks = {c: shape_mask(SHAPES[c], side) for c in {e.colour for e in events}}
@@ -126,6 +133,9 @@ def render_frames(
             y, x = _position(ev, f)
             region = frame[y:y + side, x:x + side]
             region[masks[ev.colour][: region.shape[0], : region.shape[1]]] = PALETTE[ev.colour]
+        if clock_rows > 0:
+            frame[h - clock_rows:] = 0
+            frame[h - clock_rows:, : round(w * min(1.0, f / max(1, clock_frames)))] = 255
         if bank is not None:
             noisy = frame.astype(np.int16) + bank[rng.integers(len(bank))]
             frame = np.clip(noisy, 0, 255).astype(np.uint8)
@@ -173,7 +183,10 @@ def render_video(
     background: tuple[int, int, int] = BACKGROUND,
     noise: float = 0.0,
     noise_seed: int = 0,
+    clock_rows: int = 0,
+    clock_frames: int = 0,
 ) -> str:
     """Render ``events`` and write the video to ``path``; returns the codec used."""
-    frames = render_frames(events, n_frames, size, blob_frac, background, noise, noise_seed)
+    frames = render_frames(events, n_frames, size, blob_frac, background, noise, noise_seed,
+                           clock_rows, clock_frames)
     return encode_frames(path, frames, size, fps)
