@@ -266,6 +266,16 @@ def _wildcard_pieces(number: str) -> tuple[tuple[str, int], ...] | None:
     return tuple(pieces)
 
 
+def _count_capped(pattern: re.Pattern, text: str, limit: int) -> int:
+    """Number of ``pattern`` matches in ``text``, counting stops at ``limit``."""
+    count = 0
+    for _ in pattern.finditer(text):
+        count += 1
+        if count >= limit:
+            break
+    return count
+
+
 def _count_wildcard(think: str, number: str, limit: int) -> int:
     """Non-overlapping leftmost matches of ``number`` used as a regex whose only syntax is ``.``
     (any character, DOTALL). Same count as ``len(re.findall(number, think, re.DOTALL))``."""
@@ -274,12 +284,7 @@ def _count_wildcard(think: str, number: str, limit: int) -> int:
         pattern = _wildcard_pattern(number)
         if pattern is None:  # pragma: no cover
             return 0
-        count = 0
-        for _ in pattern.finditer(think):
-            count += 1
-            if count >= limit:
-                break
-        return count
+        return _count_capped(pattern, think, limit)
     first, rest, size = pieces[0][0], pieces[1:], len(number)
     last_start = len(think) - size
     count, i = 0, 0
@@ -322,13 +327,7 @@ def count_timestamp_matches(
     """
     if not strict:
         return _count_wildcard(think, str(value), limit)
-    pattern = _literal_pattern((written, str(value)))
-    count = 0
-    for _ in pattern.finditer(think):
-        count += 1
-        if count >= limit:
-            break
-    return count
+    return _count_capped(_literal_pattern((written, str(value))), think, limit)
 
 
 def timestamp_in_think(think: str, written: str, value: float, strict: bool = False) -> bool:
