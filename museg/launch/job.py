@@ -147,7 +147,7 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
              dist.master_addr, dist.master_port)
     request = _request_checkpoint_fn(cfg)
     handler = PreemptionHandler(request).install() if request is not None else None
-    owns_pg = False
+    owns_pg = finished = False
     try:
         if dist.world_size > 1 and _requested_backend(cfg) != "auto":
             from museg.rl import distributed as D
@@ -156,6 +156,7 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
             owns_pg = True
         try:
             result = task_fn(cfg)
+            finished = True
         except Exception:
             if dist.world_size > 1:
                 log.exception("rank %d failed; exiting with code 1 so the job step stops",
@@ -166,7 +167,7 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
         if owns_pg:
             from museg.rl import distributed as D
 
-            D.cleanup_distributed()
+            D.cleanup_distributed(synchronize=finished)
         if handler is not None:
             handler.uninstall()  # back to submitit's handler (it stays known to `requeue`)
     if handler is not None and isinstance(result, dict) and result.get("preempted"):

@@ -102,11 +102,14 @@ def _worker(fn: Callable[[Any], Any], cfg: Any, backend: str | None, log_file: s
     if backend not in (None, "", "auto") and not D.is_distributed():
         D.init_distributed(backend=backend)
         owns = True
+    finished = False
     try:
-        return fn(cfg)
+        result = fn(cfg)
+        finished = True
+        return result
     finally:
         if owns:
-            D.cleanup_distributed()
+            D.cleanup_distributed(synchronize=finished)
 
 
 def launch_local(fn: Callable[[Any], Any], cfg: Any, nproc: int, backend: str | None = "auto",

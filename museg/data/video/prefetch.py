@@ -86,7 +86,7 @@ class Prefetcher:
             return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self._stats.items()}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Prefetcher:
         return self
