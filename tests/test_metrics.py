@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from museg.eval.metrics import (
     MetricsError,
+    best_constant_answer,
     grounding_metrics,
     parse_answer_segments,
     per_item_iou,
@@ -219,3 +220,21 @@ def test_real_benchmarks_perfect_answers(name, kind):
     assert all(v == 1.0 for k, v in m.items() if k != "n"), m
     shifted = [ans(" ".join(f"{s + 1e4}-{e + 1e4}" for s, e in g)) for g in gts]
     assert all(v == 0.0 for k, v in grounding_metrics(gts, shifted, kind).items() if k != "n")
+
+
+def test_best_constant_answer_beats_every_grid_answer():
+    gts = [[[2, 6]], [[4, 8]], [[10, 12]], [[2, 8], [10, 12]]]
+    seg, miou = best_constant_answer(gts, step=2.0)
+    assert seg == [2.0, 8.0]  # IoUs 2/3, 2/3, 0, 1
+    for s in range(0, 13, 2):
+        for e in range(s + 2, 13, 2):
+            other = grounding_metrics(gts, [f"<answer>{s}-{e}</answer>"] * 4, "tvg")["miou"]
+            assert other <= miou + 1e-9
+    assert miou == pytest.approx(grounding_metrics(gts, ["<answer>2-8</answer>"] * 4, "tvg")["miou"])
+
+
+def test_best_constant_answer_horizon_empty_and_bad_step():
+    assert best_constant_answer([[[0, 2]]], step=1.0, horizon=1.0) == ([0.0, 1.0], 0.5)
+    assert best_constant_answer([], step=2.0) == ([0.0, 0.0], 0.0)
+    with pytest.raises(MetricsError):
+        best_constant_answer([[[0, 2]]], step=0)

@@ -49,6 +49,7 @@ __all__ = [
     "per_item_iou",
     "temporal_iou",
     "grounding_metrics",
+    "best_constant_answer",
 ]
 
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
@@ -219,3 +220,31 @@ def grounding_metrics(
             result[f"f1@{thr}"] = sums[i] / n if n else 0.0
         result["mean_f1"] = sum(sums) / n / len(THRESHOLDS) if n else 0.0
     return result
+
+
+def best_constant_answer(groundtruths: Sequence[Any], step: float,
+                         horizon: float | None = None) -> tuple[list[float], float]:
+    """The one ``[s, e]`` (on a grid of ``step`` seconds) with the highest tvg mIoU over all items.
+
+    What a model that ignores the video can score: the floor a grounding result must beat. Candidates
+    run from 0 to ``horizon`` (default: the latest ground-truth end); ties keep the earliest.
+
+    >>> best_constant_answer([[[0, 4]], [[2, 6]], [[2, 4]]], step=2.0)
+    ([2.0, 4.0], 0.6666666666666666)
+    """
+    if step <= 0:
+        raise MetricsError(f"step must be > 0, got {step}")
+    gts = [_groundtruth(g) for g in groundtruths]
+    ends = [float(seg[1]) for g in gts for seg in g[:1]]
+    if not ends:
+        return [0.0, 0.0], 0.0
+    top = horizon if horizon is not None else max(ends)
+    grid = [k * step for k in range(int(math.floor(top / step + 1e-9)) + 1)]
+    best: tuple[list[float], float] = ([0.0, 0.0], -1.0)
+    for i, start in enumerate(grid):
+        for end in grid[i + 1:]:
+            answer = f"<answer>{start}-{end}</answer>"
+            miou = grounding_metrics(gts, [answer] * len(gts), "tvg")["miou"]
+            if miou > best[1] + 1e-12:
+                best = ([start, end], miou)
+    return best
