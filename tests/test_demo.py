@@ -14,7 +14,8 @@ from museg.rl.warmup import target_completion
 
 SHORT = [
     "data.synthetic.n_train_videos=3", "data.synthetic.n_heldout_videos=2",
-    "data.synthetic.duration_range=[6,8]", "demo.warmup_steps=4", "demo.warmup_batch_size=2",
+    "data.synthetic.duration_range=[6,8]", "data.synthetic.gap_range=[2,4]",
+    "demo.warmup_steps=4", "demo.warmup_batch_size=2",
     "train.max_steps=2", "train.num_generations=2", "train.per_device_train_batch_size=4",
     "train.max_completion_length=12", "train.save_steps=1", "eval.max_new_tokens=12",
     "eval.batch_size=4",
@@ -37,6 +38,9 @@ def _check_artefacts(tmp_path: Path, run_name: str) -> dict:
         assert {"miou", "mean_r", "mean_f1"} <= set(metrics)
         assert all(0.0 <= metrics[k] <= 1.0 for k in ("miou", "mean_r", "mean_f1"))
     assert summary["wall_seconds"] > 0
+    base = summary["baseline"]
+    assert 0.0 <= base["miou"] <= 1.0
+    assert base["n"] == 0 or base["constant_answer"][0] < base["constant_answer"][1]
     for png in ("reward_curves.png", "heldout_miou.png"):
         assert (demo_dir / png).read_bytes()[:4] == b"\x89PNG"
     for stage in ("stage1", "stage2"):
