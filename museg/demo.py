@@ -60,6 +60,19 @@ def _child(args: list[str], log_path: Path) -> None:
                            f"see {log_path}")
 
 
+def stage_overrides(cfg: DictConfig, phase: str, user: list[str]) -> list[str]:
+    """``demo.stage_overrides.<phase>`` for one RL stage, minus keys the user set on the command line.
+
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.create({"demo": {"stage_overrides": {"stage2": ["train.beta=0.1", "seed=3"]}}})
+    >>> stage_overrides(cfg, "stage2", ["seed=1"]), stage_overrides(cfg, "stage1", [])
+    (['train.beta=0.1'], [])
+    """
+    wanted = list((cfg.get("demo") or {}).get("stage_overrides", {}).get(phase) or [])
+    taken = {o.split("=", 1)[0].lstrip("+~") for o in user}
+    return [o for o in wanted if o.split("=", 1)[0].lstrip("+~") not in taken]
+
+
 def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     """Supervised warm-up of the tiny model on the synthetic train split; saved to ``out_dir``."""
     import torch
@@ -201,8 +214,9 @@ def run_demo(cfg: DictConfig) -> dict:
         phase = f"stage{stage}"
         print(f"[demo] {2 * stage}/5 stage-{stage} GRPO", flush=True)
         train_dir = Path(cfg.paths.output_root) / cfg.experiment_name / "train" / f"{name}-{phase}"
-        _child([*common, "task=train", f"stage={stage}", f"init_from={_q(prev)}",
-                f"run_name={_q(f'{name}-{phase}')}"], run_dir / f"{phase}_train.log")
+        _child([*common, *stage_overrides(cfg, phase, user), "task=train", f"stage={stage}",
+                f"init_from={_q(prev)}", f"run_name={_q(f'{name}-{phase}')}"],
+               run_dir / f"{phase}_train.log")
         train_dirs[phase] = train_dir
         prev = train_dir / "final"
         eval_phase(phase, prev)
