@@ -3,7 +3,8 @@
 Offline, on a CPU: synthetic multi-segment grounding videos → the tiny Qwen2.5-VL → a short
 supervised warm-up on a small labelled subset of the training videos (``demo.warmup_videos``) →
 stage-1 GRPO → stage-2 GRPO from stage 1's weights, both over every training video → held-out
-evaluation after each phase, next to the best constant answer (what ignoring the video scores). Every training and evaluation phase runs through the real entrypoint
+evaluation after each phase, next to the best constant answer (what ignoring the video scores).
+Every training and evaluation phase runs through the real entrypoint
 (``python -m museg.run task=train stage=1 ...``, ``task=eval benchmark=synthetic ...``) in a child
 process, with the same trainer, rewards, metrics and configs as the real recipe, only smaller
 budgets (``conf/experiment/demo.yaml``). Writes ``summary.json``, ``demo_table.md`` and plots
@@ -27,12 +28,17 @@ from omegaconf import DictConfig, OmegaConf
 PHASES = ("warmup", "stage1", "stage2")
 
 
+def _override_key(override: str) -> str:
+    """``"+train.beta=0.1"`` -> ``"train.beta"``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _user_overrides() -> list[str]:
     """The demo's own command-line overrides, forwarded to every child run (e.g. seed=1)."""
     from museg.naming import current_overrides
 
     skip = ("task", "experiment", "run_name", "run_dir", "init_from", "stage", "model.path")
-    return [o for o in current_overrides() if o.split("=", 1)[0].lstrip("+~") not in skip]
+    return [o for o in current_overrides() if _override_key(o) not in skip]
 
 
 def _q(value: object) -> str:
@@ -69,8 +75,8 @@ def stage_overrides(cfg: DictConfig, phase: str, user: list[str]) -> list[str]:
     (['train.beta=0.1'], [])
     """
     wanted = list((cfg.get("demo") or {}).get("stage_overrides", {}).get(phase) or [])
-    taken = {o.split("=", 1)[0].lstrip("+~") for o in user}
-    return [o for o in wanted if o.split("=", 1)[0].lstrip("+~") not in taken]
+    taken = {_override_key(o) for o in user}
+    return [o for o in wanted if _override_key(o) not in taken]
 
 
 def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
@@ -92,8 +98,8 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     samples = load_train_jsonl(cfg.data.train_file, cfg.paths.video_root)
     limit = cfg.demo.get("warmup_videos")
     if limit:  # labelled subset: the first N training videos (RL then uses all of them)
-        keep = list(dict.fromkeys(s.video_path for s in samples))[: int(limit)]
-        samples = [s for s in samples if s.video_path in set(keep)]
+        keep = set(list(dict.fromkeys(s.video_path for s in samples))[: int(limit)])
+        samples = [s for s in samples if s.video_path in keep]
     spec = video_spec_from_cfg(cfg.video)
     videos: dict[str, Any] = {}
     examples = []
