@@ -15,6 +15,7 @@ from museg.eval.metrics import (
     MetricsError,
     best_constant_answer,
     grounding_metrics,
+    paired_gain,
     parse_answer_segments,
     per_item_iou,
 )
@@ -238,3 +239,25 @@ def test_best_constant_answer_horizon_empty_and_bad_step():
     assert best_constant_answer([], step=2.0) == ([0.0, 0.0], 0.0)
     with pytest.raises(MetricsError):
         best_constant_answer([[[0, 2]]], step=0)
+
+
+def test_paired_gain_interval_covers_the_gain_and_excludes_zero_for_a_clear_gain():
+    before = [0.0, 0.5, 1.0, 0.5] * 25
+    after = [1.0, 0.5, 1.0, 1.0] * 25  # better on half the items, never worse
+    g = paired_gain(before, after)
+    assert g["n"] == 100 and g["gain"] == pytest.approx(0.375)
+    assert 0.0 < g["low"] < g["gain"] < g["high"] <= 0.75
+
+
+def test_paired_gain_pairs_items_instead_of_comparing_means():
+    # same multiset of scores, so equal means; pairing sees a gain on one item, a loss on another
+    g = paired_gain([0.0, 1.0] * 20, [1.0, 0.0] * 20)
+    assert g["gain"] == pytest.approx(0.0)
+    assert g["low"] < 0.0 < g["high"]
+
+
+def test_paired_gain_degenerate_and_bad_input():
+    assert paired_gain([0.5, 0.5], [0.5, 0.5]) == {"gain": 0.0, "low": 0.0, "high": 0.0, "n": 2}
+    assert paired_gain([], [])["n"] == 0
+    with pytest.raises(MetricsError):
+        paired_gain([0.1], [0.1, 0.2])
