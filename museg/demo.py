@@ -7,8 +7,11 @@ evaluation after each phase, next to the best constant answer (what ignoring the
 Every training and evaluation phase runs through the real entrypoint
 (``python -m museg.run task=train stage=1 ...``, ``task=eval benchmark=synthetic ...``) in a child
 process, with the same trainer, rewards, metrics and configs as the real recipe, only smaller
-budgets (``conf/experiment/demo.yaml``). Writes ``summary.json``, ``demo_table.md`` and plots
-(reward curves per stage, held-out mIoU per phase) into the demo's run directory.
+budgets (``conf/experiment/demo.yaml``). The warm-up is seeded by ``demo.warmup_seed``, so
+``seed=`` varies the RL stages from one warm-up model. Writes ``summary.json`` (``stages``,
+``gain_vs_warmup`` with paired bootstrap intervals over held-out items, ``baseline``),
+``demo_table.md`` and plots (reward curves per stage, held-out mIoU per phase) into the demo's run
+directory; ``python -m museg.demo_seeds`` summarises several seeds.
 
     run_demo(cfg)   # cfg composed with experiment=demo
 """
@@ -79,6 +82,22 @@ def stage_overrides(cfg: DictConfig, phase: str, user: list[str]) -> list[str]:
     return [o for o in wanted if _override_key(o) not in taken]
 
 
+def warmup_seed(cfg: DictConfig) -> int:
+    """The warm-up's seed: ``demo.warmup_seed``, or ``seed`` when that is null.
+
+    Fixed by default, so ``seed=`` varies only the RL stages from one warm-up model, the way MUSEG's
+    runs all start from one instruction-tuned checkpoint.
+
+    >>> from omegaconf import OmegaConf
+    >>> warmup_seed(OmegaConf.create({"seed": 3, "demo": {"warmup_seed": 0}}))
+    0
+    >>> warmup_seed(OmegaConf.create({"seed": 3, "demo": {"warmup_seed": None}}))
+    3
+    """
+    fixed = (cfg.get("demo") or {}).get("warmup_seed")
+    return int(cfg.seed if fixed is None else fixed)
+
+
 def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     """Supervised warm-up of the tiny model on the synthetic train split; saved to ``out_dir``."""
     import torch
@@ -91,7 +110,8 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
 
     if (out_dir / "config.json").is_file():
         return out_dir
-    torch.manual_seed(int(cfg.seed))
+    seed = warmup_seed(cfg)
+    torch.manual_seed(seed)
     model, processor = load_model_and_processor(
         model_path_from_cfg(cfg.model), dtype=cfg.model.dtype, attention=cfg.model.attention,
         freeze_vision=cfg.model.freeze_vision)
@@ -114,7 +134,7 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     d = cfg.demo
     losses = supervised_warmup(model, processor, examples, steps=int(d.warmup_steps),
                                learning_rate=float(d.warmup_lr),
-                               batch_size=int(d.warmup_batch_size), seed=int(cfg.seed))
+                               batch_size=int(d.warmup_batch_size), seed=seed)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
@@ -131,6 +151,31 @@ def _phase_metrics(results_path: Path) -> dict[str, float]:
         for scope in (metrics, metrics.get("tvg", {}), metrics.get("tal", {})):
             if isinstance(scope, dict) and key in scope and key not in out:
                 out[key] = scope[key]
+    return out
+
+
+def tvg_item_ious(predictions: Path) -> dict[str, float]:
+    """Per-item tvg IoU of one evaluation's predictions file, keyed by item id."""
+    from museg.eval.metrics import per_item_iou
+    from museg.eval.score import metric_output
+
+    rows = [json.loads(x) for x in predictions.read_text().splitlines() if x.strip()]
+    return {str(r["item_id"]): per_item_iou(r["groundtruth"], metric_output(r))
+            for r in rows if (r.get("extra") or {}).get("task") == "tvg"}
+
+
+def gains_vs_warmup(evals: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Each RL phase's tvg mIoU gain over the warm-up on the same held-out items, with a paired
+    bootstrap 95% interval (evaluation-item noise only; seed noise needs several runs)."""
+    from museg.eval.metrics import paired_gain
+
+    base = tvg_item_ious(evals["warmup"] / "predictions.jsonl")
+    out = {}
+    for phase in PHASES[1:]:
+        if phase in evals:
+            after = tvg_item_ious(evals[phase] / "predictions.jsonl")
+            ids = [i for i in base if i in after]
+            out[phase] = paired_gain([base[i] for i in ids], [after[i] for i in ids])
     return out
 
 
@@ -168,30 +213,44 @@ def _plots(run_dir: Path, summary: dict, train_dirs: dict[str, Path]) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     phases = [p for p in PHASES if p in summary["stages"]]
-    ax.bar(phases, [summary["stages"][p].get("miou", 0.0) for p in phases], color="#4c72b0")
+    heights = [summary["stages"][p].get("miou", 0.0) for p in phases]
+    ax.bar(phases, heights, color="#4c72b0")
+    gains = summary.get("gain_vs_warmup", {})
+    for i, (p, h) in enumerate(zip(phases, heights, strict=True)):
+        if p in gains:  # gain over the warm-up and its 95% interval over held-out items
+            g = gains[p]
+            ax.annotate(f"{100 * g['gain']:+.1f}\n[{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]",
+                        (i, h), ha="center", va="bottom", fontsize=7)
     if "baseline" in summary:
         ax.axhline(summary["baseline"]["miou"], color="#c44e52", linestyle="--",
                    label="best constant answer (ignores the video)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel("held-out mIoU (tvg items)")
-    ax.set_title("held-out mIoU per phase")
+    ax.set_title("held-out mIoU per phase\n(labels: gain over warm-up, 95% interval over items)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(run_dir / "heldout_miou.png", dpi=120)
     plt.close(fig)
 
 
 def _table(summary: dict) -> str:
-    lines = ["| phase | mIoU (tvg) | mean R (tvg) | mean F1 (tal) |", "|---|---|---|---|"]
+    lines = ["| phase | mIoU (tvg) | mean R (tvg) | mean F1 (tal) | mIoU gain vs warm-up "
+             "[95% CI over items] |", "|---|---|---|---|---|"]
+    gains = summary.get("gain_vs_warmup", {})
     for p in PHASES:
         m = summary["stages"].get(p)
         if m:
+            g = gains.get(p)
+            gain = (f"{100 * g['gain']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]"
+                    if g else "")
             lines.append(f"| {p} | {100 * m.get('miou', 0):.1f} | {100 * m.get('mean_r', 0):.1f} "
-                         f"| {100 * m.get('mean_f1', 0):.1f} |")
+                         f"| {100 * m.get('mean_f1', 0):.1f} | {gain} |")
     base = summary.get("baseline")
     if base:
         s, e = base["constant_answer"]
         lines.append(f"| constant answer {s:g}-{e:g} s (ignores the video) | "
-                     f"{100 * base['miou']:.1f} | | |")
+                     f"{100 * base['miou']:.1f} | | | |")
     return "\n".join(lines)
 
 
@@ -233,6 +292,8 @@ def run_demo(cfg: DictConfig) -> dict:
         summary["runs"][f"{phase}_eval"] = str(out)
     for phase, d in train_dirs.items():
         summary["runs"][f"{phase}_train"] = str(d)
+    if "warmup" in evals:
+        summary["gain_vs_warmup"] = gains_vs_warmup(evals)
     summary["baseline"] = constant_answer_baseline(
         evals["warmup"] / "predictions.jsonl", float(cfg.data.synthetic.get("boundary_step", 1.0)))
     summary["wall_seconds"] = round(time.time() - start, 1)

@@ -38,6 +38,11 @@ def _check_artefacts(tmp_path: Path, run_name: str) -> dict:
         assert {"miou", "mean_r", "mean_f1"} <= set(metrics)
         assert all(0.0 <= metrics[k] <= 1.0 for k in ("miou", "mean_r", "mean_f1"))
     assert summary["wall_seconds"] > 0
+    for phase in ("stage1", "stage2"):
+        gain = summary["gain_vs_warmup"][phase]
+        assert gain["low"] <= gain["gain"] <= gain["high"]
+        assert gain["gain"] == pytest.approx(
+            summary["stages"][phase]["miou"] - summary["stages"]["warmup"]["miou"], abs=1e-6)
     base = summary["baseline"]
     assert 0.0 <= base["miou"] <= 1.0
     assert base["n"] == 0 or base["constant_answer"][0] < base["constant_answer"][1]
@@ -79,3 +84,25 @@ def test_warmup_target_cites_its_timestamps():
     target = target_completion([[1.0, 3.5], [6, 8]])
     assert format_reward([target], timestamp_aware=True) == [1.0]
     assert global_matching_reward([target], [[[1.0, 3.5], [6, 8]]])[0] == pytest.approx(1.0, 1e-5)
+
+
+def _predictions(path: Path, answers: list[str]) -> Path:
+    gts = [[[0.0, 2.0]], [[2.0, 4.0]], [[4.0, 8.0]]]
+    rows = [{"item_id": str(i), "answer": a, "groundtruth": g, "extra": {"task": "tvg"}}
+            for i, (a, g) in enumerate(zip(answers, gts, strict=True))]
+    rows.append({"item_id": "tal", "answer": "0-2", "groundtruth": [[0, 2]],
+                 "extra": {"task": "tal"}})
+    path.mkdir()
+    (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gains_vs_warmup_pairs_tvg_items_by_id(tmp_path):
+    from museg.demo import gains_vs_warmup, tvg_item_ious
+
+    warm = _predictions(tmp_path / "w", ["0-2", "0-2", "4-6"])      # IoU 1, 0, 0.5
+    stage = _predictions(tmp_path / "s", ["0-2", "2-4", "4-8"])     # IoU 1, 1, 1
+    assert tvg_item_ious(warm / "predictions.jsonl") == {"0": 1.0, "1": 0.0, "2": 0.5}
+    gains = gains_vs_warmup({"warmup": warm, "stage1": stage})
+    assert set(gains) == {"stage1"}
+    assert gains["stage1"]["gain"] == pytest.approx(0.5) and gains["stage1"]["n"] == 3
