@@ -106,3 +106,20 @@ def test_gains_vs_warmup_pairs_tvg_items_by_id(tmp_path):
     gains = gains_vs_warmup({"warmup": warm, "stage1": stage})
     assert set(gains) == {"stage1"}
     assert gains["stage1"]["gain"] == pytest.approx(0.5) and gains["stage1"]["n"] == 3
+
+
+@pytest.mark.slow
+def test_multirun_over_seeds_then_seed_report(tmp_path):
+    """README's recipe: ``-m experiment=demo seed=0,1`` then ``python -m museg.demo_seeds``."""
+    out = _run(["-m", "experiment=demo", "seed=0,1", *SHORT], tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = sorted(p for p in (tmp_path / "outputs" / "demo" / "demo").iterdir() if p.is_dir())
+    assert len(runs) == 2
+    summaries = [_check_artefacts(tmp_path, run.name) for run in runs]
+    assert summaries[0]["stages"]["warmup"] == summaries[1]["stages"]["warmup"]
+    # one warm-up model for both seeds (demo.warmup_seed): the same weights, byte for byte
+    weights = [sorted((run / "warmup_model").glob("*.safetensors")) for run in runs]
+    assert weights[0] and [w.read_bytes() for w in weights[0]] == [w.read_bytes() for w in weights[1]]
+    report = subprocess.run([sys.executable, "-m", "museg.demo_seeds", *map(str, runs)],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0 and report.stdout.startswith("2 runs")
