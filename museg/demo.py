@@ -154,14 +154,19 @@ def _phase_metrics(results_path: Path) -> dict[str, float]:
     return out
 
 
+def _tvg_records(predictions: Path) -> list[dict]:
+    """The tvg items' records of one evaluation's predictions file."""
+    rows = [json.loads(x) for x in predictions.read_text().splitlines() if x.strip()]
+    return [r for r in rows if (r.get("extra") or {}).get("task") == "tvg"]
+
+
 def tvg_item_ious(predictions: Path) -> dict[str, float]:
     """Per-item tvg IoU of one evaluation's predictions file, keyed by item id."""
     from museg.eval.metrics import per_item_iou
     from museg.eval.score import metric_output
 
-    rows = [json.loads(x) for x in predictions.read_text().splitlines() if x.strip()]
     return {str(r["item_id"]): per_item_iou(r["groundtruth"], metric_output(r))
-            for r in rows if (r.get("extra") or {}).get("task") == "tvg"}
+            for r in _tvg_records(predictions)}
 
 
 def gains_vs_warmup(evals: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -183,8 +188,7 @@ def constant_answer_baseline(predictions: Path, step: float) -> dict[str, Any]:
     """Best single answer for every held-out tvg item (ignoring the video), from a predictions file."""
     from museg.eval.metrics import best_constant_answer
 
-    rows = [json.loads(x) for x in predictions.read_text().splitlines() if x.strip()]
-    gts = [r["groundtruth"] for r in rows if (r.get("extra") or {}).get("task") == "tvg"]
+    gts = [r["groundtruth"] for r in _tvg_records(predictions)]
     segment, miou = best_constant_answer(gts, step)
     return {"constant_answer": segment, "miou": miou, "n": len(gts)}
 
@@ -218,9 +222,7 @@ def _plots(run_dir: Path, summary: dict, train_dirs: dict[str, Path]) -> None:
     gains = summary.get("gain_vs_warmup", {})
     for i, (p, h) in enumerate(zip(phases, heights, strict=True)):
         if p in gains:  # gain over the warm-up and its 95% interval over held-out items
-            g = gains[p]
-            ax.annotate(f"{100 * g['gain']:+.1f}\n[{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]",
-                        (i, h), ha="center", va="bottom", fontsize=7)
+            ax.annotate(_gain_text(gains[p], "\n"), (i, h), ha="center", va="bottom", fontsize=7)
     if "baseline" in summary:
         ax.axhline(summary["baseline"]["miou"], color="#c44e52", linestyle="--",
                    label="best constant answer (ignores the video)")
@@ -234,6 +236,11 @@ def _plots(run_dir: Path, summary: dict, train_dirs: dict[str, Path]) -> None:
     plt.close(fig)
 
 
+def _gain_text(gain: dict[str, float], sep: str = " ") -> str:
+    """``+7.7 [+3.4, +12.1]``: a gain and its interval, in points."""
+    return f"{100 * gain['gain']:+.1f}{sep}[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}]"
+
+
 def _table(summary: dict) -> str:
     lines = ["| phase | mIoU (tvg) | mean R (tvg) | mean F1 (tal) | mIoU gain vs warm-up "
              "[95% CI over items] |", "|---|---|---|---|---|"]
@@ -241,9 +248,7 @@ def _table(summary: dict) -> str:
     for p in PHASES:
         m = summary["stages"].get(p)
         if m:
-            g = gains.get(p)
-            gain = (f"{100 * g['gain']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]"
-                    if g else "")
+            gain = _gain_text(gains[p]) if p in gains else ""
             lines.append(f"| {p} | {100 * m.get('miou', 0):.1f} | {100 * m.get('mean_r', 0):.1f} "
                          f"| {100 * m.get('mean_f1', 0):.1f} | {gain} |")
     base = summary.get("baseline")
@@ -292,8 +297,7 @@ def run_demo(cfg: DictConfig) -> dict:
         summary["runs"][f"{phase}_eval"] = str(out)
     for phase, d in train_dirs.items():
         summary["runs"][f"{phase}_train"] = str(d)
-    if "warmup" in evals:
-        summary["gain_vs_warmup"] = gains_vs_warmup(evals)
+    summary["gain_vs_warmup"] = gains_vs_warmup(evals)
     summary["baseline"] = constant_answer_baseline(
         evals["warmup"] / "predictions.jsonl", float(cfg.data.synthetic.get("boundary_step", 1.0)))
     summary["wall_seconds"] = round(time.time() - start, 1)
