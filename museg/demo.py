@@ -181,11 +181,10 @@ def _tvg_records(predictions: Path) -> list[dict]:
 
 def tvg_item_ious(predictions: Path) -> dict[str, float]:
     """Per-item tvg IoU of one evaluation's predictions file, keyed by item id."""
-    from museg.eval.metrics import per_item_iou
-    from museg.eval.score import metric_output
+    from museg.eval.score import record_ious
 
-    return {str(r["item_id"]): per_item_iou(r["groundtruth"], metric_output(r))
-            for r in _tvg_records(predictions)}
+    records = _tvg_records(predictions)
+    return dict(zip((str(r["item_id"]) for r in records), record_ious(records), strict=True))
 
 
 def gains_vs_warmup(evals: dict[str, Path]) -> dict[str, dict[str, float]]:

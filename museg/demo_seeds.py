@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-PHASES = ("warmup", "stage1", "stage2")
+from museg.demo import PHASES
+
 COLUMNS = (("miou", "tvg mIoU"), ("mean_r", "mean R"), ("mean_f1", "tal F1"))
 
 

@@ -33,19 +33,14 @@ def _figure():
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _per_item_iou(records: Sequence[dict]) -> list[float]:
-    from museg.eval.metrics import per_item_iou
-    from museg.eval.score import metric_output
-
-    return [float(per_item_iou(r["groundtruth"], metric_output(r))) for r in records]
-
-
 def write_plots(run_dir: Path, kind: str, metrics: Mapping[str, Any],
                 records: Sequence[dict]) -> list[str]:
     """Write the kind's plots into ``run_dir``; returns the file names written."""
     written: list[str] = []
     if kind == "tvg" and records:
-        ious = _per_item_iou(records)
+        from museg.eval.score import record_ious
+
+        ious = record_ious(records)
         fig, ax = _figure()
         ax.hist(ious, bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
         ax.set(xlabel="IoU (first predicted vs first true segment)", ylabel="items",

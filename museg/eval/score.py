@@ -47,6 +47,17 @@ def metric_output(record: dict) -> str:
     return f"<answer>{ans}</answer>" if ans else ""
 
 
+def record_ious(records: Sequence[dict]) -> list[float]:
+    """tvg IoU of each prediction record (first predicted vs first true segment), as the metrics see it.
+
+    >>> record_ious([{"answer": "0-5", "groundtruth": [[0, 10]]}, {"answer": "", "groundtruth": [[0, 1]]}])
+    [0.5, 0.0]
+    """
+    from museg.eval.metrics import per_item_iou
+
+    return [float(per_item_iou(r["groundtruth"], metric_output(r))) for r in records]
+
+
 def etbench_entries(records: Sequence[dict]) -> list[dict]:
     """E.T. Bench entries (annotation fields + answer ``a``) from prediction records."""
     entries = []
