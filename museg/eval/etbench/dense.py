@@ -2,7 +2,8 @@
 
 Per (task, source) group: answers are parsed with
 :func:`~museg.eval.etbench.parsing.parse_captions`; parsed samples are grouped by ``video`` (a later
-entry of the same video replaces an earlier one); ``scale = parsed / N``. For each threshold t:
+entry of the same video replaces an earlier one); ``scale = distinct videos / N`` (two parsed
+samples of one video count once; ``failed`` still counts samples). For each threshold t:
 
 - detection — a (prediction, GT) pair covers when IoU > t (IoU = inter / (min(hull, len1 + len2)
   + 1e-8), float64); per video precision / recall, averaged over videos; F1@t from the scaled P, R;
@@ -141,7 +142,7 @@ def caption_pairs(videos: dict[str, Video], t: float, rng: random.Random,
 
 
 def _detection_row(group: DenseGroup) -> dict[str, Any]:
-    scale = group.parsed / group.n if group.n else 0.0
+    scale = len(group.videos) / group.n if group.n else 0.0   # distinct videos, not samples
     row: dict[str, Any] = {"n": group.n, "failed": group.n - group.parsed,
                            "videos": len(group.videos)}
     f1s, precs, recs = [], [], []

@@ -10,7 +10,7 @@ gvq             ``acc``; for correct choices the timestamp ``miou``, ``r@t`` and
 tal             ``f1@t`` and ``f1`` (mean over t)
 evs             ``f1`` over the parsed samples (1-second timeline), ``parsed``
 vhd             ``f1`` = hit rate of the first number inside any annotated window
-rar, eca, rvq   ``acc`` (letter rules, then MiniLM similarity fallback)
+rar, eca, rvq   ``acc`` (letter rules, then MiniLM similarity fallback on the stripped answer)
 ==============  ================================================================================
 
 IoUs are computed in float32 with torch and compared in float64, so an IoU of exactly 0.7 is
@@ -39,6 +39,7 @@ from museg.eval.etbench.parsing import (
     gvq_letter,
     option_letter,
     parse_timestamps,
+    strip_choice,
 )
 
 __all__ = ["THRESHOLDS", "iou_matrix", "score_grounding", "score_gvq", "score_tal", "score_evs",
@@ -119,7 +120,10 @@ def option_texts(options: Sequence[Any]) -> list[str]:
 
 
 def make_chooser(embedder: Any) -> Chooser:
-    """Similarity fallback: the option whose text is closest (cosine, MiniLM) to the raw answer.
+    """Similarity fallback: the option whose text is closest (cosine, MiniLM) to the answer text.
+
+    The answer text is the transformed one (:func:`~museg.eval.etbench.parsing.strip_choice`),
+    not the raw answer; ties go to the first option.
 
     ``embedder`` is a :class:`~museg.eval.etbench.captions.SentenceEmbedder` (or anything with
     ``encode(texts) -> normalised [N, D] array``); all texts of a call are encoded in one batch.
@@ -139,7 +143,7 @@ def make_chooser(embedder: Any) -> Chooser:
 
 
 def score_choice(entries: Sequence[dict], choose: Chooser) -> dict[str, Any]:
-    """rar / eca / rvq accuracy; ``failed`` = empty answers + fallbacks without any letter."""
+    """rar / eca / rvq accuracy; ``failed`` = empty answers + fallbacks that matched nothing."""
     hits, failed, fallback, requests = 0, 0, [], []
     for e in entries:
         status, found = choice_outcome(e.get("a"), int(e["p"]))
@@ -150,7 +154,7 @@ def score_choice(entries: Sequence[dict], choose: Chooser) -> dict[str, Any]:
         else:
             failed += not found
             fallback.append(int(e["p"]))
-            requests.append((e.get("a") or "", option_texts(e["o"])))
+            requests.append((strip_choice(e.get("a")), option_texts(e["o"])))
     picks = choose(requests)
     hits += sum(1 for pick, p in zip(picks, fallback, strict=True) if pick == p)
     n = len(entries)
@@ -158,10 +162,16 @@ def score_choice(entries: Sequence[dict], choose: Chooser) -> dict[str, Any]:
 
 
 def score_gvq(entries: Sequence[dict], choose: Chooser) -> dict[str, Any]:
-    """gvq: choice accuracy ``acc`` and, for correct choices only, timestamp ``mrec``/``miou``."""
-    letters: list[int | str] = [gvq_letter(e.get("a"), len(e["o"])) for e in entries]
+    """gvq: choice accuracy ``acc`` and, for correct choices only, timestamp ``mrec``/``miou``.
+
+    The valid letters come from the option count of the group's first sample; the fallback
+    compares the case-kept stripped answer with the options.
+    """
+    n_opts = len(entries[0]["o"]) if entries else 0
+    letters: list[int | str] = [gvq_letter(e.get("a"), n_opts) for e in entries]
     todo = [i for i, x in enumerate(letters) if x == "fallback"]
-    picks = choose([(entries[i].get("a") or "", option_texts(entries[i]["o"])) for i in todo])
+    picks = choose([(strip_choice(entries[i].get("a"), keep_case=True),
+                     option_texts(entries[i]["o"])) for i in todo])
     for i, pick in zip(todo, picks, strict=True):
         letters[i] = pick
     correct, failed, ious = 0, 0, []
