@@ -113,7 +113,7 @@ def test_policy_fail_mode_and_budget(tmp_path):
     assert json.loads((tmp_path / "q.jsonl").read_text())["path"] == "v0.mp4"
     pol = FailurePolicy(8, max_failure_fraction=0.2)
     assert pol.load(0, load)[1] % 4 != 0  # 1 of 8 failed: replaced
-    with pytest.raises(FailureBudgetExceeded, match=r"2 of 8 items failed.*max_failure_fraction=0.2"):
+    with pytest.raises(FailureBudgetExceeded, match=r"2 distinct videos failed of 8 distinct videos seen.*max_failure_fraction=0.2"):
         pol.load(4, load)
     with pytest.raises(ValueError, match="on_failure"):
         FailurePolicy(8, on_failure="skip")

@@ -121,7 +121,7 @@ def read_predictions(path: str | os.PathLike, dedupe: bool = True) -> list[dict]
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_text(encoding="utf-8-sig").split("\n")
     records: list[dict] = []
     where: dict[str, int] = {}
     for no, line in enumerate(lines, 1):
@@ -129,11 +129,12 @@ def read_predictions(path: str | os.PathLike, dedupe: bool = True) -> list[dict]
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             if no == len(lines):  # torn tail, not yet repaired
                 continue
+            msg = getattr(e, "msg", "nested too deeply")
             raise PredictionFormatError(
-                f"{path}:{no}: not valid JSON ({e.msg}); fix or delete that line") from e
+                f"{path}:{no}: not valid JSON ({msg}); fix or delete that line") from None
         if not isinstance(rec, dict) or "item_id" not in rec:
             raise PredictionFormatError(f"{path}:{no}: field `item_id` missing; not a museg "
                                         "predictions line")
@@ -194,6 +195,10 @@ def _reference_records(fmt: str, data: list[dict]) -> list[dict]:
     for i, d in enumerate(rows):
         if fmt == "reference_grounding":
             res = d.get("result") or {}
+            if not isinstance(res, dict):
+                raise PredictionFormatError(
+                    f"item {i}: `result` is a {type(res).__name__}, expected an object with "
+                    "`output` (the reference's format; fix: give the unmodified output json)")
             out.append({
                 "item_id": str(i),
                 "video": d.get("video"),
@@ -222,11 +227,22 @@ def load_prediction_file(path: str | os.PathLike) -> tuple[str, list[dict]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: predictions file not found (set eval.predictions=<file>)")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise PredictionFormatError(f"{path}: not a file (fix: eval.predictions=<a predictions "
+                                    "file>)")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is not data
+    except UnicodeDecodeError as e:
+        raise PredictionFormatError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); "
+                                    "a binary file? (fix: eval.predictions=<predictions.jsonl or "
+                                    "the reference's output json>)") from None
+    if not text.strip():
+        raise PredictionFormatError(f"{path}: the file is empty (fix: point eval.predictions at a "
+                                    "finished run's predictions)")
     first = next((line for line in text.splitlines() if line.strip()), "")
     try:
         head = json.loads(first)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         head = None
     if isinstance(head, dict) and "item_id" in head:
         return "museg", read_predictions(path)
@@ -234,11 +250,14 @@ def load_prediction_file(path: str | os.PathLike) -> tuple[str, list[dict]]:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None
+    except RecursionError:
+        raise PredictionFormatError(f"{path}: JSON nested too deeply to be a predictions file "
+                                    "(fix: eval.predictions=<a predictions file>)") from None
     try:
         fmt = detect_format(data)
+        return fmt, _reference_records(fmt, data)
     except PredictionFormatError as e:
         raise PredictionFormatError(f"{path}: {e}") from None
-    return fmt, _reference_records(fmt, data)
 
 
 def records_in_order(records: Iterable[dict], item_ids: Iterable[str]) -> list[dict]:

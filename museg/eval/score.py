@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from museg.eval.predictions import PredictionFormatError, load_prediction_file
+from museg.eval.score_input import check_records, coverage, describe, partial_label
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,27 @@ def score(cfg: Any) -> dict:
     if not records:
         raise ScoreError(f"{path}: no predictions in the file")
     _check_kind(path, fmt, kind, records)
+    check_records(path, kind, records)
+    bench = str(cfg_get(cfg, "eval.benchmark", kind))
+    cov = coverage(cfg, records)
+    if cov["checked"] and not cov["complete"]:
+        if not cfg_get(cfg, "eval.allow_partial", False):
+            raise ScoreError(f"{path}: does not match benchmark={bench}: {describe(cov)} (fix: "
+                             "choose the benchmark the file was made for, or eval.allow_partial="
+                             "true to score it labelled as partial)")
+        bench = partial_label(bench, cov)
+        log.warning("scoring %s as %s: %s", path, bench, describe(cov))
+    elif not cov["checked"]:
+        log.warning("could not compare %s with benchmark=%s (%s); the report says so", path,
+                    bench, cov["reason"])
     subset = cfg_get(cfg, "eval.subset") if kind == "etbench" else None
-    metrics = compute_metrics(kind, records, subset=subset)
+    try:
+        metrics = compute_metrics(kind, records, subset=subset)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, ScoreError):
+            raise
+        raise ScoreError(f"{path}: cannot be scored as eval.kind={kind} ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:160]}) (fix: check the file's format)") from None
     log.info("scored %d predictions from %s (%s format)", len(records), path, fmt)
 
     settings = collect_settings(cfg, model_path=None, video_spec=None, with_model=False)
@@ -165,5 +185,6 @@ def score(cfg: Any) -> dict:
     if fmt == "museg" and old.exists():
         settings["run_settings"] = json.loads(old.read_text())
     run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
-    write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
+    settings["coverage"] = cov
+    write_report(run_dir, bench, kind, metrics, settings, records)
     return metrics

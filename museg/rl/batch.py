@@ -243,6 +243,7 @@ class StepBatcher:
         errors = (EOFError, BrokenPipeError, ConnectionError,
                   *[e for e in (getattr(worker, "VideoWorkerError", None),) if e is not None])
         path = self.samples[idx].video_path
+        self.policy.mark_seen(idx)  # the failure budget counts distinct videos seen
         try:
             return self.prefetcher.get(path)
         except errors as e:

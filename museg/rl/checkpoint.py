@@ -7,10 +7,15 @@ Layout of ``run_dir/checkpoints/step-N/``::
     scheduler.pt        lr scheduler state_dict()
     trainer_state.pt    {'step', 'data', 'wandb_id', 'history', 'rng': {...}, ...} -- plain types only
     trainer_state.json  the same without RNG states, for humans
-    COMPLETE            written last; a directory without it is ignored
+    COMPLETE            written last: a JSON manifest (every file's size and sha256, the step and
+                        the run fingerprint); a directory without it is ignored
 
 A checkpoint is written to ``checkpoints/.tmp-step-N``, renamed to ``step-N`` (atomic on POSIX), and
 only then marked ``COMPLETE``; older complete checkpoints beyond ``save_total_limit`` are removed.
+Resume verifies the manifest (:func:`latest_intact_checkpoint`) and falls back to the newest intact
+checkpoint, logging one line per checkpoint skipped. A full disk while writing raises
+:class:`museg.integrity.DiskFullError` (one line: directory, space needed); the half-written
+directory is removed and the previous checkpoint is untouched.
 
 Example::
 
@@ -22,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -32,20 +38,32 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from museg.integrity import (
+    disk_full_error,
+    is_disk_full,
+    read_manifest,
+    tree_size,
+    verify_checkpoint,
+    write_manifest,
+)
+
 __all__ = [
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "latest_intact_checkpoint",
     "list_checkpoints",
     "tmp_dir",
     "resolve_resume",
+    "checkpoint_meta",
     "get_rng_states",
     "set_rng_states",
 ]
 
 MARKER = "COMPLETE"
 _STEP_RE = re.compile(r"^step-(\d+)$")
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -135,7 +153,24 @@ def save_checkpoint(
     ``tmp_ready=True`` so that directory is kept).
     """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
+    previous = latest_checkpoint(run_dir)
+    needed = tree_size(previous) if previous is not None else None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return _write_checkpoint(run_dir, step, model, optimizer, scheduler, state,
+                                 save_total_limit, data_generator, tmp_ready)
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        shutil.rmtree(tmp_dir(run_dir, step), ignore_errors=True)
+        raise disk_full_error(root, needed, what=f"checkpoint step-{step}") from None
+
+
+def _write_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | None,
+                      optimizer: Any, scheduler: Any, state: dict[str, Any],
+                      save_total_limit: int | None, data_generator: torch.Generator | None,
+                      tmp_ready: bool) -> Path:
+    root = Path(run_dir) / "checkpoints"
     tmp = tmp_dir(run_dir, step)
     final = root / f"step-{step}"
     if tmp.exists() and not tmp_ready:
@@ -156,7 +191,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    (final / MARKER).write_text(f"step {step}\n")
+    write_manifest(final, {"step": int(step), "fingerprint": state.get("fingerprint")})
     if save_total_limit and save_total_limit > 0:
         for old in list_checkpoints(run_dir)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
@@ -180,33 +215,78 @@ def load_checkpoint(
             f"{path}: not a complete checkpoint (no {MARKER} marker; fix: point resume= at a "
             f"run_dir/checkpoints/step-N directory that has it, or use resume=auto)"
         )
-    if model is not None and (path / "model.safetensors").is_file():
-        missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}/model.safetensors does not match the model: missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]} (fix: resume with the same model config)"
-            )
-    if optimizer is not None and (path / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if scheduler is not None and (path / "scheduler.pt").is_file():
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    return torch.load(path / "trainer_state.pt", weights_only=True)
+    for obj, name in ((model, "model.safetensors"), (optimizer, "optimizer.pt"),
+                      (scheduler, "scheduler.pt"), (True, "trainer_state.pt")):
+        if obj is not None and not (path / name).is_file():
+            raise CheckpointError(f"{path}: {name} is missing, so the run cannot continue from "
+                                  "it (fix: resume=auto falls back to the newest intact "
+                                  "checkpoint; or resume=never to start over)")
+    try:
+        if model is not None:
+            missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"),
+                                             strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{path}/model.safetensors does not match the model: missing "
+                    f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]} (fix: resume "
+                    "with the same model config)")
+        if optimizer is not None:
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        if scheduler is not None:
+            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        return torch.load(path / "trainer_state.pt", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as e:  # a truncated/corrupt file: the library's text, on one line
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{path}: cannot be loaded ({type(e).__name__}: {text}) (fix: "
+                              "resume=auto falls back to the newest intact checkpoint; or "
+                              "resume=never to start over)") from None
+
+
+def latest_intact_checkpoint(run_dir: str | Path, deep: bool = True) -> Path | None:
+    """The newest checkpoint of ``run_dir`` whose manifest verifies (one warning line for each
+    newer one skipped); None when there is none at all. Raises :class:`CheckpointError` when
+    checkpoints exist but none is intact."""
+    ckpts = list_checkpoints(run_dir)
+    skipped = []
+    for p in reversed(ckpts):
+        problem = verify_checkpoint(p, deep=deep)
+        if problem is None:
+            return p
+        skipped.append(f"{p.name}: {problem}")
+        log.warning("skipping checkpoint %s: %s", p, problem)
+    if skipped:
+        raise CheckpointError(
+            f"{Path(run_dir) / 'checkpoints'}: no intact checkpoint ({'; '.join(skipped[:3])}) "
+            "(fix: resume=never to start a fresh run, or restore the files)")
+    return None
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The manifest of checkpoint ``path`` (``{}`` for a legacy marker)."""
+    return read_manifest(path) or {}
 
 
 def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
-    """Map ``cfg.resume`` ('auto' | 'never' | path) to a checkpoint directory or None.
+    """Map ``cfg.resume`` ('auto' | 'force' | 'never' | path) to a checkpoint directory or None.
 
-    A path may be a checkpoint directory or a run directory (its latest checkpoint is used).
+    'auto' and 'force' take the newest *intact* checkpoint of ``run_dir`` (see
+    :func:`latest_intact_checkpoint`). A path may be a checkpoint directory (verified) or a run
+    directory (its newest intact checkpoint is used).
     """
     if resume is None or str(resume).lower() in ("never", "none", "false", ""):
         return None
-    if str(resume).lower() == "auto":
-        return latest_checkpoint(run_dir)
+    if str(resume).lower() in ("auto", "force"):
+        return latest_intact_checkpoint(run_dir)
     p = Path(str(resume))
     if (p / MARKER).is_file():
+        problem = verify_checkpoint(p)
+        if problem:
+            raise CheckpointError(f"resume={resume}: {problem} (fix: resume=<an intact "
+                                  "checkpoint>, resume=auto, or resume=never)")
         return p
-    latest = latest_checkpoint(p)
+    latest = latest_intact_checkpoint(p)
     if latest is None:
         raise CheckpointError(
             f"resume={resume}: no complete checkpoint there (fix: give a checkpoints/step-N "

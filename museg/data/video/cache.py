@@ -35,8 +35,8 @@ import torch
 from museg.data.video.decode import (
     DecodedVideo,
     VideoError,
-    VideoNotFoundError,
     decode_video,
+    video_os_error,
 )
 from museg.data.video.plan import FramePlan
 
@@ -45,14 +45,13 @@ MAX_REMEMBERED_FAILURES = 10000
 
 
 def cache_key(path: str | os.PathLike, spec: Mapping[str, Any], backend: str) -> str:
-    """Hex key of (absolute path, size, mtime, spec, backend, format); raises
-    :class:`VideoNotFoundError` for a missing file."""
+    """Hex key of (absolute path, size, mtime, spec, backend, format); raises the typed video
+    error (:class:`VideoNotFoundError` for a missing file) for any ``OSError`` of ``os.stat``."""
     path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise VideoNotFoundError(path, "file not found (fix: check paths.video_root and the "
-                                       "annotation's video field, or run task=preflight)") from None
+    except OSError as e:  # missing, symlink loop, path through a file, name too long, ...
+        raise video_os_error(path, e) from None
     spec_norm = {k: v for k, v in sorted(spec.items()) if v is not None}
     blob = json.dumps([FORMAT_VERSION, path, st.st_size, st.st_mtime_ns, spec_norm, backend],
                       sort_keys=True, default=str)

@@ -35,9 +35,11 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,20 +219,57 @@ def _clean_cause(e: BaseException, path: str) -> str:
     return (text[:240] + "...") if len(text) > 240 else (text or type(e).__name__)
 
 
-def _check_path(path: str) -> None:
-    if not os.path.exists(path):
-        raise VideoNotFoundError(path, "file not found (fix: check paths.video_root and the "
-                                       "annotation's video field, or run task=preflight)")
-    if os.path.isdir(path):
-        raise VideoUnreadableError(path, "is a directory, not a video file")
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise VideoUnreadableError(path, "empty file (0 bytes)")
+_NOT_FOUND = ("file not found (fix: check paths.video_root and the annotation's video field, or "
+              "run task=preflight)")
+_OS_CAUSES = {
+    errno.ELOOP: "symbolic link loop",
+    errno.ENOTDIR: "a component of the path is a file, not a directory",
+    errno.ENAMETOOLONG: "file name too long for the filesystem",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "I/O error reading the file",
+}
+
+
+def os_error_cause(e: OSError) -> str:
+    """A short readable cause for an ``OSError`` met while opening or probing a video.
+
+    >>> os_error_cause(OSError(errno.ELOOP, "Too many levels of symbolic links"))
+    'symbolic link loop (ELOOP)'
+    """
+    name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+    return f"{_OS_CAUSES.get(e.errno or 0, e.strerror or str(e))} ({name})"
+
+
+def video_os_error(path: str, e: OSError) -> VideoError:
+    """The typed video error for an ``OSError`` on ``path`` (ENOENT: :class:`VideoNotFoundError`)."""
+    if e.errno == errno.ENOENT:
+        dangling = os.path.islink(path)
+        return VideoNotFoundError(path, "dangling symbolic link (its target does not exist)"
+                                  if dangling else _NOT_FOUND)
+    return VideoUnreadableError(path, f"cannot open it: {os_error_cause(e)}")
+
+
+def check_path(path: str) -> None:
+    """Raise the typed video error when ``path`` cannot be a readable video file. Any ``OSError``
+    (missing, symlink loop, a file used as a directory, name too long, permissions) becomes a
+    :class:`VideoError` naming the real cause."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise VideoUnreadableError(path, "is a directory, not a video file")
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            raise VideoUnreadableError(path, "empty file (0 bytes)")
+        if not os.access(path, os.R_OK):
+            raise OSError(errno.EACCES, "Permission denied", path)
+    except OSError as e:
+        raise video_os_error(path, e) from None
 
 
 def _open(path: str, backend: str, threads: int):
     if backend not in _READERS:
         raise ValueError(f"video.backend: unknown backend {backend!r} (fix: one of {BACKENDS})")
-    _check_path(path)
+    check_path(path)
     try:
         reader = _READERS[backend](path, threads)
     except VideoError:

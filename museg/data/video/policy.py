@@ -4,9 +4,13 @@ Under ZeRO-3 every rank must run the vision tower every step, so a training samp
 fails (:class:`~museg.data.video.decode.VideoError`) is *replaced* by another sample (chosen
 deterministically from ``seed``, the index and the attempt, never a known-bad one) instead of being
 dropped. Each failure is appended to a quarantine jsonl in the run directory (one JSON object a
-line: index, key, error type, message, time, plus what ``describe(index)`` returns). When more than
-``max_failure_fraction`` of the distinct keys (videos) fail, :class:`FailureBudgetExceeded` aborts
-the run with a clear message. ``on_failure="fail"`` re-raises the first failure instead.
+line: index, key, error type, message, time, plus what ``describe(index)`` returns).
+
+The failure budget counts *videos*, not samples: when the distinct failed videos exceed
+``max_failure_fraction`` of the distinct videos seen so far, :class:`FailureBudgetExceeded` aborts
+the run with a clear message. Early in a run the denominator is at least
+``min(MIN_VIDEOS_JUDGED, distinct videos of the dataset)``, so one early failure does not abort a
+run whose budget allows it. ``on_failure="fail"`` re-raises the first failure instead.
 
 Example:
     >>> pol = FailurePolicy(num_items=4, max_failure_fraction=0.5)
@@ -34,6 +38,8 @@ from museg.data.video.decode import VideoError, VideoUnreadableError  # noqa: F4
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The budget's denominator is at least this many videos (or all of them when there are fewer).
+MIN_VIDEOS_JUDGED = 20
 
 
 class FailureBudgetExceeded(RuntimeError):
@@ -67,6 +73,8 @@ class FailurePolicy:
         self.key_fn = key_fn or str
         self.max_attempts = int(max_attempts)
         self.failed: dict[str, str] = {}  # key -> "Type: message"
+        self.seen: set[str] = set()  # distinct keys (videos) a load was attempted for
+        self.num_videos = len({self.key_fn(i) for i in range(self.num_items)})
         self.num_replaced = 0
         self._lock = threading.Lock()
 
@@ -86,6 +94,16 @@ class FailurePolicy:
     def num_failed(self) -> int:
         return len(self.failed)
 
+    def mark_seen(self, index: int) -> None:
+        """Count ``index``'s video as seen (attempted), for the failure budget."""
+        with self._lock:
+            self.seen.add(self.key_fn(index))
+
+    def failure_fraction(self) -> tuple[int, int]:
+        """``(distinct failed videos, denominator)`` of the failure budget (see module doc)."""
+        seen = len(self.seen | set(self.failed))
+        return len(self.failed), max(seen, min(MIN_VIDEOS_JUDGED, self.num_videos), 1)
+
     def is_failed(self, index: int) -> bool:
         return self.key_fn(index) in self.failed
 
@@ -96,7 +114,7 @@ class FailurePolicy:
         with self._lock:
             new = key not in self.failed
             self.failed[key] = f"{type(err).__name__}: {err}"
-            n = len(self.failed)
+            self.seen.add(key)
             if new and self.quarantine_path is not None:
                 rec = {"index": index, "key": key, "error": type(err).__name__,
                        "path": getattr(err, "path", None), "cause": getattr(err, "cause", str(err)),
@@ -104,12 +122,14 @@ class FailurePolicy:
                 self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.quarantine_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(rec, default=str) + "\n")
+        n, seen = self.failure_fraction()
         if new:
             log.warning("video failure %d (%s): %s", n, key, err)
-        if self.on_failure == "replace" and n / self.num_items > self.max_failure_fraction:
+        if self.on_failure == "replace" and n / seen > self.max_failure_fraction:
             where = f"; see {self.quarantine_path}" if self.quarantine_path else ""
             raise FailureBudgetExceeded(
-                f"{n} of {self.num_items} items failed to decode, more than "
+                f"{n} distinct videos failed of {seen} distinct videos seen (of "
+                f"{self.num_videos} in the data), more than "
                 f"video.max_failure_fraction={self.max_failure_fraction}{where} (fix: repair or "
                 f"remove the videos, check paths.video_root, run task=preflight, or raise "
                 f"video.max_failure_fraction)")
@@ -135,6 +155,7 @@ class FailurePolicy:
         current = index
         for attempt in range(1, self.max_attempts + 1):
             if not self.is_failed(current):
+                self.mark_seen(current)
                 try:
                     result = load_fn(current)
                 except VideoError as e:
