@@ -112,7 +112,8 @@ def test_suite_reads_conf_benchmark_group(tmp_path):
 
     node = benchmark_node("thumos14")
     assert node.kind == "tal" and node.benchmark == "thumos14"
-    cfg = OmegaConf.create({"run_dir": str(tmp_path), "paths": {"data_root": "/data"},
+    cfg = OmegaConf.create({"run_dir": str(tmp_path),
+                            "paths": {"data_root": "/data", "video_root": "/data/videos"},
                             "eval": {"benchmark": "all", "kind": "suite", "annotation": None,
                                      "batch_size": 7, "suite": ["thumos14", "et_bench_subset"]}})
     try:
@@ -122,4 +123,5 @@ def test_suite_reads_conf_benchmark_group(tmp_path):
     assert subs["thumos14"].eval.annotation == "/data/eval/thumos14.json"
     assert subs["thumos14"].eval.batch_size == 7
     assert subs["et_bench_subset"].eval.subset == "/data/eval/et_bench_subset.json"
+    assert subs["et_bench_subset"].eval.video_root == "/data/videos/et_bench_processed"
     assert subs["et_bench_subset"].run_dir == str(tmp_path / "et_bench_subset")

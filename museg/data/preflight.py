@@ -9,6 +9,8 @@ spec from ``cfg.video``, the configured backend and timeout). Results go to
 where it stopped (rows already there are skipped). At the end it writes ``run_dir/summary.json``
 (missing / broken / timed-out videos, samples affected, duration mismatches, token-budget
 statistics, samples over ``cfg.train.max_prompt_length``) and ``run_dir/token_budget.png``.
+As ``task=preflight`` (:func:`run_preflight`) it then prints a per-source table and one verdict line
+(:mod:`museg.data.preflight_report`) and exits 1 when the videos would stop training.
 
 Optional keys (defaults in brackets): ``preflight.limit`` [None: all videos],
 ``preflight.workers`` [1: parallel decodes], ``preflight.duration_tolerance_s`` [1.0].
@@ -26,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +38,16 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from museg.data import preflight_report as R
 from museg.data.annotations import load_etbench, load_grounding_eval, load_train_jsonl
 from museg.data.prompts import build_question
 
 log = logging.getLogger(__name__)
+
+
+class PreflightError(ValueError):
+    """Preflight cannot start (no annotation to scan): one line with the fix."""
+
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
@@ -64,6 +71,12 @@ def _sel(cfg: Any, key: str, default: Any = None) -> Any:
     return default if val is None else val
 
 
+def _need_file(key: str, path: str, what: str = "") -> None:
+    if not Path(path).expanduser().is_file():
+        raise PreflightError(f"{key}={path}{what}: file not found (fix: set paths.data_root to the "
+                             f"folder holding train/ and eval/, or {key}=<file>)")
+
+
 def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
     """(annotation file, video root, refs, bad-record messages) for ``target`` train|eval."""
     generated = "generated"  # data=synthetic / benchmark=synthetic name no file until generated
@@ -77,6 +90,7 @@ def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
     if target == "train":
         template = _sel(cfg, "stage.template", "{problem}")
         path = str(cfg.data.train_file)
+        _need_file("data.train_file", path)
         samples = load_train_jsonl(path, video_root, policy, bad_records=bad)
         refs = [_Ref(s.video, s.video_path, s.duration, max(e for _, e in s.solution),
                      len(build_question(template, s.problem))) for s in samples]
@@ -84,7 +98,13 @@ def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
     if target != "eval":
         raise ValueError(f"preflight.target must be train or eval, got {target!r}")
     template = _sel(cfg, "eval.template", "{problem}")
-    path = str(cfg.eval.annotation)
+    video_root = str(_sel(cfg, "eval.video_root", video_root))  # E.T. Bench: its own folder
+    path = _sel(cfg, "eval.annotation")
+    if path is None:
+        raise PreflightError(f"benchmark={_sel(cfg, 'eval.benchmark')} has no single annotation "
+                             "(fix: one benchmark at a time, e.g. benchmark=charades_sta)")
+    path = str(path)
+    _need_file("eval.annotation", path, f" of benchmark={_sel(cfg, 'eval.benchmark')}")
     if _sel(cfg, "eval.kind", "tvg") == "etbench":
         items = load_etbench(path, video_root, policy, subset=_sel(cfg, "eval.subset"),
                              bad_records=bad)
@@ -126,8 +146,13 @@ def check_video(path: str, spec: Mapping[str, Any], backend: str, timeout_s: flo
     t0 = time.perf_counter()
     row: dict[str, Any] = {"path": path, "ok": False, "status": "ok", "error": None,
                            "backend": backend}
-    if not os.path.isfile(path):
-        row.update(status="missing", error="file not found")
+    try:
+        V.decode.check_path(path)
+    except V.VideoNotFoundError as e:
+        row.update(status="missing", error=e.cause)
+        return row
+    except V.VideoError as e:  # symlink loop, a file used as a directory, name too long, ...
+        row.update(status="broken", error=e.cause)
         return row
     try:
         dv = V.decode_video(path, spec, backend=backend, timeout_s=timeout_s)
@@ -222,6 +247,7 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
     ``cfg.run_dir``; returns the summary dict."""
     from museg.data.video import video_spec_from_cfg
 
+    t_start = time.perf_counter()
     run_dir = Path(str(cfg.run_dir)).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     target = _sel(cfg, "preflight.target", "train")
@@ -277,10 +303,36 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
                "spec": spec, "backend": backend, "bad_records": len(bad),
                "bad_record_examples": bad[:5], "samples": len(refs), "videos": len(per_video),
                "unscanned_videos": len(per_video) - len(videos), **summary, "manifest": str(manifest), "histogram": str(run_dir / HISTOGRAM)}
+    summary["bad_record_policy"] = f"data.on_bad_record={_sel(cfg, 'data.on_bad_record', 'fail')}"
+    summary["sources"] = R.per_source(
+        [(p, per_video[p][0].video, len(per_video[p])) for p in per_video], rows)
+    if not prompt_tokens:  # nothing decoded: nothing measured, not "0 over the limit"
+        summary["samples_over_max_prompt_length"] = None
+        summary["histogram"] = None
+    blocked, line = R.verdict(summary, float(_sel(cfg, "video.max_failure_fraction", 0.05)),
+                              str(_sel(cfg, "video.on_failure", "replace")), target)
+    summary["verdict"] = {"blocked": blocked, "line": line}
+    summary["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    _histogram(run_dir / HISTOGRAM, prompt_tokens, max_len, f"{Path(annotation).name}: token budget")
+    if prompt_tokens:
+        _histogram(run_dir / HISTOGRAM, prompt_tokens, max_len,
+                   f"{Path(annotation).name}: token budget")
     log.info("preflight: %d ok, %d missing, %d broken, %d timeout; %d samples affected; "
-             "%d over max_prompt_length -> %s", summary["ok"], summary["missing"],
+             "%s over max_prompt_length -> %s", summary["ok"], summary["missing"],
              summary["broken"], summary["timeout"], summary["samples_affected"],
              summary["samples_over_max_prompt_length"], run_dir / SUMMARY)
     return summary
+
+
+def run_preflight(cfg: Any) -> dict[str, Any]:
+    """``task=preflight``: :func:`preflight`, then the report and its verdict on stdout; exits 1
+    (:class:`PreflightBlocked`) when the data would stop ``preflight.target``."""
+    summary = preflight(cfg)
+    print(R.format_report(summary), flush=True)
+    if summary["verdict"]["blocked"]:
+        raise PreflightBlocked(1)
+    return summary
+
+
+class PreflightBlocked(SystemExit):
+    """Exit status 1 of ``task=preflight`` when its verdict is BLOCKED (the report says why)."""

@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_SUITE", "IDENTITY_KEYS", "benchmark_node", "suite_configs", 
 
 DEFAULT_SUITE = ("charades_sta", "thumos14", "thumos15", "perception_test", "et_bench",
                  "et_bench_subset")
-IDENTITY_KEYS = ("benchmark", "kind", "annotation", "subset", "template")
+IDENTITY_KEYS = ("benchmark", "kind", "annotation", "subset", "video_root", "template")
 
 
 def _conf_dirs() -> list[Path]:

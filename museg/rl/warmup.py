@@ -12,6 +12,7 @@ answer tokens only), then hands over to stage-1 RL.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,9 @@ def supervised_warmup(
     weight_decay: float = 0.0,
     progress: bool | None = None,
 ) -> list[float]:
-    """Train ``model`` for ``steps`` AdamW steps on ``examples``; returns the loss per step."""
+    """Train ``model`` for ``steps`` AdamW steps on ``examples``; returns the loss per step.
+
+    ``progress``: a tqdm bar of the steps with the loss (None: only on a terminal)."""
     if not examples:
         raise ValueError("supervised_warmup: no examples")
     rng = random.Random(seed)
@@ -92,7 +95,10 @@ def supervised_warmup(
     model.train()
     losses = []
     order: list[int] = []
-    for _ in tqdm(range(steps), desc="warm-up", disable=None if progress is None else not progress):
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(range(steps), desc="warm-up", unit="step", disable=not show, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file: a line per 30 s
+    for _ in bar:
         batch = []
         for _ in range(min(batch_size, len(examples))):
             if not order:
@@ -112,5 +118,6 @@ def supervised_warmup(
         optim.step()
         sched.step()
         losses.append(float(out.loss.detach()))
+        bar.set_postfix_str(f"loss {losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses
