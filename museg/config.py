@@ -29,7 +29,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from museg.rl.layout import LayoutError, layout_from_cfg, world_size_from_cfg
+
 PATCH = 28  # pixels per merged vision token side (14-pixel patches, 2x2 spatial merge)
+TRAINING_TASKS = ("train", "plan", "demo")  # tasks whose config must lay out a training batch
 
 
 @dataclass
@@ -71,8 +74,8 @@ class ModelConfig:
     """auto (flash_attention_2 on CUDA when installed, else sdpa), sdpa, eager, flash_attention_2."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward to save memory."""
-    freeze_vision: bool = True
-    """Keep the vision tower frozen."""
+    freeze_vision: bool = False
+    """Keep the vision tower and merger frozen (museg option; MUSEG trains all parameters)."""
     seed: int = 0
     """Seed of the offline tiny model (ignored for real checkpoints)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -84,7 +87,11 @@ class StageConfig:
     id: int = 1
     """MUSEG training stage (1: timestamp-aware, 2: refinement from stage 1)."""
     template: str = MISSING
-    """Instruction appended to each question; `{problem}` is replaced by the question."""
+    """Instruction wrapped around each question: text with one `{problem}` placeholder, or a name
+    in museg.data.prompts.TEMPLATES (stage1, stage2, etbench)."""
+    template_file: str | None = None
+    """A file holding the template text (e.g. the instruction a released checkpoint was trained
+    with); when set it replaces `template`."""
 
 
 @dataclass
@@ -119,8 +126,10 @@ class DataConfig:
     """Keep only `tvg` or `tal` samples."""
     max_samples: int | None = None
     """Truncate the training set (debugging)."""
-    on_bad_record: str = "fail"
-    """fail: stop at the first bad record; skip: drop bad records and log how many."""
+    on_bad_record: str = "keep"
+    """keep (MUSEG: every row is trained on; rows whose only fault is a segment with start >= end are
+    kept as written and listed once at start, other bad rows stop), fail (stop at the first bad
+    record) or skip (drop bad records and log how many)."""
     shuffle: bool = True
     """Shuffle each epoch with train.data_seed."""
     synthetic: dict[str, Any] = field(default_factory=dict)
@@ -176,14 +185,24 @@ class TrainConfig:
     num_generations: int = 8
     """Completions per prompt (G)."""
     max_completion_length: int = 4096
-    """Maximum new tokens per completion."""
+    """Maximum new tokens per completion (vLLM `max_tokens`; MUSEG: 4096)."""
     max_prompt_length: int = 4096
     """Maximum prompt tokens including video tokens (never truncated: checked instead)."""
-    per_device_train_batch_size: int = 1
-    """Completions per device per micro-step (TRL semantics): per_device x world size must be a
-    multiple of num_generations; a group of G completions may span devices."""
-    gradient_accumulation_steps: int = 2
-    """Micro-steps per optimizer step."""
+    max_total_length: int | None = 4096
+    """Cap on prompt + completion tokens (MUSEG: vLLM `max_model_len` 4096, so a prompt of P
+    tokens gets at most 4096 - P new tokens); both rollout backends enforce it. null: no cap."""
+    prompts_per_step: int | None = 14
+    """Prompts per optimizer step over all processes (MUSEG: 7 GPUs x 1 prompt x accumulation 2 =
+    14, i.e. 112 completions); the per-device batch and accumulation are derived from the world
+    size (museg.rl.layout). null: give per_device_train_batch_size and gradient_accumulation_steps."""
+    micro_batch_completions: int = 8
+    """Most completions one process forwards per micro-step when the layout is derived (MUSEG: one
+    prompt's G=8)."""
+    per_device_train_batch_size: int | None = None
+    """Completions per device per micro-step (TRL semantics); null: derived from prompts_per_step.
+    per_device x world size must be a multiple of num_generations (whole prompts per micro-step)."""
+    gradient_accumulation_steps: int | None = None
+    """Micro-steps per optimizer step; null: derived from prompts_per_step."""
     num_train_epochs: int = 1
     """Passes over the data."""
     max_steps: int = -1
@@ -196,8 +215,11 @@ class TrainConfig:
     """Keep the last K checkpoints."""
     data_seed: int = 42
     """Seed of the data order."""
-    temperature: float = 1.0
-    """Sampling temperature of rollouts."""
+    temperature: float = 0.9
+    """Sampling temperature of rollouts (MUSEG: 0.9, TRL 0.15.1's GRPOConfig default)."""
+    logprob_temperature: float | None = 1.0
+    """Temperature the policy/reference logits are divided by for the loss and KL (MUSEG / TRL
+    0.15.1: 1.0, unscaled); null: the sampling temperature (TRL >= 0.16 style)."""
     top_p: float = 1.0
     """Nucleus sampling of rollouts."""
     loss_type: str = "sequence"
@@ -226,8 +248,12 @@ class TrainConfig:
     """Completions per policy/reference forward chunk (null: the whole micro-step at once)."""
     max_nonfinite_steps: int = 5
     """Abort after this many non-finite steps in a row."""
-    deepspeed: str | None = None
-    """DeepSpeed json (e.g. conf/deepspeed/zero3.json) for multi-GPU."""
+    deepspeed: str | None = "zero3"
+    """DeepSpeed config: a name in the package's conf/deepspeed/ (zero3 = MUSEG's ZeRO-3 bf16) or a
+    json path; needs CUDA. null: plain PyTorch / DDP (the tiny model and the demo)."""
+    vision_token_in_completion: str = "delete"
+    """A sampled <|video_pad|>/<|image_pad|> in a completion: delete (MUSEG: the token is removed,
+    the rest kept) or cut (museg option: train only up to it)."""
 
 
 @dataclass
@@ -268,8 +294,12 @@ class EvalConfig:
     """Annotation file of the benchmark."""
     subset: str | None = None
     """E.T. Bench subset list (task -> source -> idx)."""
+    video_root: str | None = None
+    """Directory this benchmark's `video` fields resolve against (null: paths.video_root)."""
     template: str = ""
-    """Instruction appended to each question."""
+    """Instruction wrapped around each question: a template name, or text with `{problem}`."""
+    template_file: str | None = None
+    """A file holding the evaluation template text; when set it replaces `template`."""
     do_sample: bool = False
     """Greedy decoding by default."""
     max_new_tokens: int = 512
@@ -288,6 +318,9 @@ class EvalConfig:
     """Evaluate only the first N items."""
     predictions: str | None = None
     """task=score: predictions file to score (ours or the reference's json)."""
+    allow_partial: bool = False
+    """task=score: score a file whose items do not match the benchmark's annotation, labelled
+    `<benchmark> (partial: n of N items)` (default: refuse it)."""
     suite: list[str] = field(default_factory=list)
     """benchmark=all: the benchmarks to run."""
 
@@ -306,6 +339,9 @@ class WandbConfig:
     """train, eval, ..."""
     tags: list[str] = field(default_factory=list)
     """Extra tags; the chosen groups are added automatically."""
+    require_online: bool = False
+    """mode=online and the server is unreachable at start: refuse the run (default: log offline
+    with one warning)."""
 
 
 @dataclass
@@ -325,6 +361,12 @@ class LauncherConfig:
 
 
 @dataclass
+class PlanConfig:
+    gpu_check: str | None = None
+    """task=plan: a gpu_check.json from tests/gpu/check.py; adds a GPU-hour projection."""
+
+
+@dataclass
 class PreflightConfig:
     target: str = "train"
     """train: scan data.train_file; eval: scan the benchmark annotation."""
@@ -337,11 +379,37 @@ class PreflightConfig:
 
 
 @dataclass
+class CompareConfig:
+    runs: Any = None
+    """task=compare: a multirun directory (searched for run directories) or a list of run
+    directories (train, eval or demo runs)."""
+    output: str | None = None
+    """Where compare.md, compare.csv and the plots go (null: the first compare.runs directory)."""
+    baseline: str | None = None
+    """Override string of the baseline variant, e.g. `reward.weights.local_matching=1.0`
+    (null: the first variant in sweep order)."""
+    allow_mismatch: bool = False
+    """Compare runs whose evaluation items, frame settings or model sizes differ."""
+    task: str | None = None
+    """Only runs of this task (train, eval, demo) when compare.runs holds several."""
+    metrics: list[str] = field(default_factory=list)
+    """Headline metrics of the table and plots (empty: every headline metric present)."""
+    last_steps: int = 10
+    """Training figures are the mean of the last N logged steps."""
+    n_resamples: int = 2000
+    """Bootstrap resamples of the paired per-item interval."""
+    plots: bool = True
+    """Write compare_metrics.png, compare_rewards.png and compare_vs_<key>.png."""
+    wandb: bool = False
+    """Also log the table (wandb.Table) and the plots to a wandb run (job_type=compare)."""
+
+
+@dataclass
 class MusegConfig:
     task: str = "train"
     """What to run: train, eval, preflight, score or demo."""
-    seed: int = 0
-    """Global seed (model init of the tiny model, sampling)."""
+    seed: int = 42
+    """Global seed: sampling, initialisation (MUSEG: 42; the demo uses 0)."""
     experiment_name: str = "default"
     """First level under outputs/ and the wandb group."""
     run_name: str = "default"
@@ -366,8 +434,12 @@ class MusegConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    """task=plan: the training run laid out before it starts (museg.plan)."""
     demo: dict[str, Any] = field(default_factory=dict)
     """Budgets of the embedded demo (experiment=demo)."""
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    """task=compare: which runs to compare and how (museg.compare)."""
 
 
 def absolutize_paths(cfg: DictConfig) -> None:
@@ -377,8 +449,35 @@ def absolutize_paths(cfg: DictConfig) -> None:
     """
     for key in ("data_root", "video_root", "output_root", "cache_dir"):
         raw = OmegaConf.to_container(cfg.paths, resolve=False)[key]
-        if isinstance(raw, str) and "${" not in raw:
+        if isinstance(raw, str) and raw.strip() and "${" not in raw:  # "" is refused by validate
             cfg.paths[key] = str(Path(raw).expanduser().absolute())
+
+
+def package_conf_dir() -> Path:
+    """The config directory shipped with museg: conf/ of a source checkout, else ``museg.conf``."""
+    source = Path(__file__).resolve().parent.parent / "conf"
+    if (source / "config.yaml").is_file():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("museg.conf")))
+
+
+def deepspeed_config_path(value: str | None) -> Path | None:
+    """``train.deepspeed`` as a file: a name in the package's ``conf/deepspeed/`` or a json path.
+
+    Names resolve against the package, never the current directory, so a job started anywhere
+    (SLURM, submitit) finds ``zero3``.
+
+    >>> deepspeed_config_path("zero3").name, deepspeed_config_path(None)
+    ('zero3.json', None)
+    """
+    if not value:
+        return None
+    named = package_conf_dir() / "deepspeed" / f"{value}.json"
+    if "/" not in str(value) and not str(value).endswith(".json"):
+        return named
+    return Path(str(value)).expanduser()
 
 
 def register_schema() -> None:
@@ -397,11 +496,12 @@ class ConfigProblem:
 
 
 _CHOICES = {
-    "task": ("train", "eval", "preflight", "score", "demo"),
+    "task": ("train", "eval", "preflight", "score", "demo", "plan", "compare"),
     "model.dtype": ("bfloat16", "float16", "float32"),
     "model.attention": ("auto", "sdpa", "eager", "flash_attention_2"),
     "train.loss_type": ("sequence", "token", "dr_grpo"),
-    "data.on_bad_record": ("fail", "skip"),
+    "data.on_bad_record": ("keep", "fail", "skip"),
+    "train.vision_token_in_completion": ("delete", "cut"),
     "video.backend": ("torchcodec", "decord"),
     "video.resize": ("fast", "exact"),
     "eval.video.resize": ("fast", "exact"),
@@ -446,24 +546,33 @@ def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
     if t.num_generations < 2:
         out.append(ConfigProblem("train.num_generations", f"{t.num_generations} < 2: a group "
                                  "needs two completions for an advantage", "set it >= 2 (MUSEG: 8)"))
-    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-                "save_steps", "save_total_limit", "num_iterations", "logging_steps"):
+    for key in ("num_train_epochs", "save_steps", "save_total_limit", "num_iterations",
+                "logging_steps", "micro_batch_completions"):
         if t[key] < 1:
             out.append(ConfigProblem(f"train.{key}", f"{t[key]} < 1", f"set train.{key} >= 1"))
-    world = int(cfg.launcher.nproc_per_node) * int(cfg.launcher.nodes)
-    global_batch = t.per_device_train_batch_size * world
-    if t.num_generations >= 2 and global_batch % t.num_generations:
-        out.append(ConfigProblem("train.per_device_train_batch_size",
-                                 f"{t.per_device_train_batch_size} completions x {world} "
-                                 f"process(es) = {global_batch} is not a multiple of "
-                                 f"num_generations {t.num_generations}",
-                                 "make per_device_train_batch_size x processes a multiple of "
-                                 "num_generations (MUSEG: 1 x 8 GPUs, G=8)"))
-    fb = t.forward_batch_size
-    if fb is not None and (fb < 1 or t.per_device_train_batch_size % fb):
-        out.append(ConfigProblem("train.forward_batch_size",
-                                 f"{fb} does not divide per_device_train_batch_size "
-                                 f"{t.per_device_train_batch_size}", "use a divisor of it or null"))
+    if cfg.task in TRAINING_TASKS and t.num_generations >= 2:
+        try:
+            layout = layout_from_cfg(t, world_size_from_cfg(cfg))
+        except LayoutError as e:
+            key, _, rest = str(e).partition(": ")
+            problem, _, fix = rest.rpartition(" (fix: ")
+            return [*out, ConfigProblem(key, problem, fix.rstrip(")"))]
+        fb = t.forward_batch_size
+        if fb is not None and (fb < 1 or layout.per_device % fb):
+            out.append(ConfigProblem("train.forward_batch_size",
+                                     f"{fb} does not divide the per-device micro-batch of "
+                                     f"{layout.per_device} completions", "use a divisor of it or null"))
+    if t.temperature <= 0 or (t.logprob_temperature is not None and t.logprob_temperature <= 0):
+        out.append(ConfigProblem("train.temperature", "sampling and log-prob temperatures must be "
+                                 "> 0", "use 0.9 / 1.0 (MUSEG)"))
+    ds = deepspeed_config_path(t.deepspeed)
+    if cfg.task in TRAINING_TASKS and ds is not None and not ds.is_file():
+        names = sorted(p.stem for p in (package_conf_dir() / "deepspeed").glob("*.json"))
+        out.append(ConfigProblem("train.deepspeed", f"{t.deepspeed!r}: no file {ds}",
+                                 f"use one of {', '.join(names)}, a json path, or null"))
+    if t.max_total_length is not None and t.max_total_length < 2:
+        out.append(ConfigProblem("train.max_total_length", f"{t.max_total_length} leaves no room",
+                                 "use 4096 (MUSEG) or null"))
     if not 0 <= t.epsilon_low < 1 or t.epsilon_high < 0:
         out.append(ConfigProblem("train.epsilon_low", "clip range must be 0 <= eps_low < 1 and "
                                  "eps_high >= 0", "use 0.2 / 0.2 (PPO) or 0.2 / 0.28 (DAPO)"))
@@ -494,11 +603,25 @@ def _file_problems(cfg: DictConfig) -> list[ConfigProblem]:
             (cfg.task == "train" or cfg.preflight.target == "train"):
         need("data.train_file", cfg.data.train_file)
         need("paths.video_root", cfg.paths.video_root, "directory")
+    if cfg.task == "plan" and cfg.data.train_file != generated:  # reads annotations, no video
+        need("data.train_file", cfg.data.train_file)
     if cfg.task == "eval" and cfg.eval.kind != "suite" and cfg.eval.annotation != generated:
         need("eval.annotation", cfg.eval.annotation)
         need("paths.video_root", cfg.paths.video_root, "directory")
     if cfg.task == "score":
         need("eval.predictions", cfg.eval.predictions)
+    if cfg.task == "compare":  # reads finished runs only: no data, video or model files
+        runs = cfg.compare.runs
+        if runs is None:
+            out.append(ConfigProblem("compare.runs", "not set",
+                                     "set compare.runs=<multirun directory or [run dirs]>"))
+        for run in [] if runs is None else [runs] if isinstance(runs, str) else list(runs):
+            if not Path(str(run)).expanduser().is_dir():
+                out.append(ConfigProblem("compare.runs", f"directory {run} does not exist",
+                                         "point it at a multirun directory or run directories"))
+    for key in ("stage.template_file", "eval.template_file"):
+        if _get(cfg, key) is not None:
+            need(key, _get(cfg, key))
     if cfg.task == "train" and cfg.stage.id == 2 and cfg.init_from is not None:
         p = Path(cfg.init_from).expanduser()
         if not p.exists():
@@ -515,7 +638,7 @@ def _file_problems(cfg: DictConfig) -> list[ConfigProblem]:
 
 def validate(cfg: DictConfig, check_files: bool = True) -> list[ConfigProblem]:
     """Cross-field and filesystem checks; returns the problems found (empty when valid)."""
-    out: list[ConfigProblem] = []
+    out: list[ConfigProblem] = _value_problems(cfg, check_files)
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
@@ -531,3 +654,10 @@ def validate(cfg: DictConfig, check_files: bool = True) -> list[ConfigProblem]:
     if check_files:
         out += _file_problems(cfg)
     return out
+
+
+def _value_problems(cfg: DictConfig, check_files: bool) -> list[ConfigProblem]:
+    """Values and paths refused up front (museg.checks): counts, finite floats, names, paths."""
+    from museg.checks import path_problems, value_problems
+
+    return value_problems(cfg) + path_problems(cfg, check_files)

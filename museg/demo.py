@@ -18,11 +18,13 @@ directory; ``python -m museg.demo_seeds`` summarises several seeds.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,9 @@ def _user_overrides() -> list[str]:
     from museg.naming import current_overrides
 
     skip = ("task", "experiment", "run_name", "run_dir", "init_from", "stage", "model.path")
-    return [o for o in current_overrides() if _override_key(o) not in skip]
+    here = ("launcher", "hydra")  # children run inside this demo's job, never launched again
+    return [o for o in current_overrides() if _override_key(o) not in skip
+            and _override_key(o).split(".")[0].split("/")[0] not in here]
 
 
 def _q(value: object) -> str:
@@ -51,19 +55,13 @@ def _q(value: object) -> str:
 
 
 def _child(args: list[str], log_path: Path) -> None:
-    """Run ``python -m museg.run ARGS``; its output goes to the console and to ``log_path``."""
+    """Run ``python -m museg.run ARGS``; its output (progress bars included: it runs on a
+    pseudo-terminal, :func:`museg.demo_progress.run_child`) goes to the console and ``log_path``."""
+    from museg.demo_progress import run_child
+
     cmd = [sys.executable, "-m", "museg.run", *args]
     print(f"\n$ museg {' '.join(args)}", flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if "museg" in line or "error" in line.lower() or "\r" not in line:
-                sys.stdout.write(line)
-        rc = proc.wait()
+    rc = run_child(cmd, dict(os.environ, PYTHONUNBUFFERED="1"), log_path)
     if rc != 0:
         raise RuntimeError(f"demo phase failed (exit {rc}): museg {' '.join(args)}; "
                            f"see {log_path}")
@@ -123,24 +121,78 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     spec = video_spec_from_cfg(cfg.video)
     videos: dict[str, Any] = {}
     examples = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len({s.video_path for s in samples}), desc="warm-up videos", unit="video",
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
     for s in samples:
         if s.video_path not in videos:
             videos[s.video_path] = decode_video(s.video_path, spec, backend=cfg.video.backend)
+            bar.update(1)
         # both stage instructions: a tiny model does not generalise across instructions the way an
         # instruction-tuned Qwen2.5-VL does, and stage 2 switches instruction
         for template in (TEMPLATES["stage1"], TEMPLATES["stage2"]):
             examples.append(WarmupExample(videos[s.video_path], build_question(template, s.problem),
                                           target_completion(s.solution, "the event")))
+    bar.close()
     d = cfg.demo
     losses = supervised_warmup(model, processor, examples, steps=int(d.warmup_steps),
                                learning_rate=float(d.warmup_lr),
-                               batch_size=int(d.warmup_batch_size), seed=seed)
+                               batch_size=int(d.warmup_batch_size), seed=seed, progress=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "warmup_losses.json").write_text(json.dumps(losses))
     tmp.rename(out_dir)
     return out_dir
+
+
+def variant(cfg: DictConfig) -> dict[str, Any]:
+    """The ablation variant ``demo.variants[demo.variant]`` (``{}`` when unset): ``overrides``
+    for every child run, ``stages`` (RL stages to run, default ``demo.stages`` or [1, 2]).
+
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.create({"demo": {"variant": "no_local", "variants": {"no_local": {
+    ...     "overrides": ["reward.weights.local_matching=0.0"]}}}})
+    >>> variant(cfg)["overrides"], variant(OmegaConf.create({"demo": {}}))
+    (['reward.weights.local_matching=0.0'], {})
+    """
+    d = cfg.get("demo") or {}
+    name = d.get("variant")
+    if not name:
+        return {}
+    table = OmegaConf.to_container(d.get("variants") or {}, resolve=True)
+    if name not in table:
+        raise ValueError(f"demo.variant={name} is not one of {', '.join(table)} (fix: pick one "
+                         "or add it to demo.variants)")
+    return dict(table[name] or {})
+
+
+def shared_warmup_dir(cfg: DictConfig) -> Path:
+    """``<output_root>/<experiment>/warmup/<hash of what the warm-up depends on>``: one warm-up
+    model (and one held-out evaluation of it) for every run of an experiment, whatever its
+    ``seed`` or ablation variant (``demo.shared_warmup=true``)."""
+    what = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "video")}
+    what["synthetic"] = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
+    what["demo"] = {k: v for k, v in OmegaConf.to_container(cfg.demo, resolve=True).items()
+                    if k.startswith("warmup")}
+    what["seed"] = warmup_seed(cfg)
+    key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(cfg.paths.output_root) / cfg.experiment_name / "warmup" / key
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (parallel jobs wait for the one computing)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _warmup_in_child(cfg: DictConfig, out_dir: Path) -> Path:
@@ -160,6 +212,25 @@ def _warmup_in_child(cfg: DictConfig, out_dir: Path) -> Path:
 
 def _warmup_entry(plain: dict, out_dir: str) -> None:
     warmup_model(OmegaConf.create(plain), Path(out_dir))
+
+
+_LABELS = {"warmup": "the warm-up", "stage1": "stage 1", "stage2": "stage 2"}
+
+
+def _max_steps(cfg: DictConfig, overrides: list[str]) -> int | None:
+    """GRPO steps of one RL stage (its ``train.max_steps=`` override, else the config's)."""
+    steps = next((o.split("=", 1)[1] for o in overrides
+                  if _override_key(o) == "train.max_steps"), cfg.train.max_steps)
+    return int(steps) if int(steps) > 0 else None
+
+
+def _heldout_items(cfg: DictConfig) -> int | None:
+    """Held-out items of the synthetic benchmark (known once the data exists; else None)."""
+    ann = cfg.eval.get("annotation")
+    try:
+        return len(json.loads(Path(str(ann)).read_text())) if ann and ann != "generated" else None
+    except (OSError, ValueError):
+        return None
 
 
 def _phase_metrics(results_path: Path) -> dict[str, float]:
@@ -284,31 +355,56 @@ def run_demo(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.run_name
     user = _user_overrides()
-    common = ["experiment=demo", *user]
+    chosen = variant(cfg)  # an ablation variant (experiment=demo_ablation); {} by default
+    common = [f"experiment={cfg.demo.get('experiment') or 'demo'}",
+              *chosen.get("overrides", []), *user]
+    stages = [int(s) for s in chosen.get("stages") or cfg.demo.get("stages") or (1, 2)]
+    eval_each = bool(cfg.demo.get("eval_each_stage", True))
     evals: dict[str, Path] = {}
     train_dirs: dict[str, Path] = {}
 
-    def eval_phase(phase: str, model_dir: Path) -> None:
-        out = Path(cfg.paths.output_root) / cfg.experiment_name / "eval" / f"{name}-{phase}"
-        _child([*common, "task=eval", "benchmark=synthetic", f"model.path={_q(model_dir)}",
-                f"run_name={_q(f'{name}-{phase}')}"], run_dir / f"{phase}_eval.log")
+    from museg.demo_progress import PhaseClock
+
+    clock = PhaseClock(total=2 + len(stages) + (len(stages) if eval_each else 1))
+    n_heldout = _heldout_items(cfg)
+
+    def eval_phase(phase: str, model_dir: Path, run: str | None = None) -> None:
+        clock.start(f"held-out evaluation after {_LABELS[phase]}", "eval", n_heldout)
+        run = run or f"{name}-{phase}"
+        out = Path(cfg.paths.output_root) / cfg.experiment_name / "eval" / run
+        if not (run.startswith("warmup-") and (out / "results.json").is_file()):  # shared: once
+            _child([*common, "task=eval", "benchmark=synthetic", f"model.path={_q(model_dir)}",
+                    f"run_name={_q(run)}"], run_dir / f"{phase}_eval.log")
         evals[phase] = out
 
-    print("[demo] 1/5 synthetic data + tiny model + supervised warm-up", flush=True)
-    warm = _warmup_in_child(cfg, run_dir / "warmup_model")
-    eval_phase("warmup", warm)
+    clock.start("synthetic data + tiny model + supervised warm-up", "warmup",
+                int(cfg.demo.get("warmup_steps") or 0))
+    if cfg.demo.get("shared_warmup"):  # computed once (under a lock), reused by every run
+        shared = shared_warmup_dir(cfg)
+        with _locked(shared.with_name(shared.name + ".lock")):
+            warm = shared if (shared / "config.json").is_file() else \
+                _warmup_in_child(cfg, shared)
+            settings = json.dumps(OmegaConf.to_container(cfg.eval, resolve=True), sort_keys=True)
+            eval_phase("warmup", warm, f"warmup-{shared.name}-"
+                       f"{hashlib.sha1(settings.encode()).hexdigest()[:6]}")
+    else:
+        warm = _warmup_in_child(cfg, run_dir / "warmup_model")
+        eval_phase("warmup", warm)
     prev = warm
-    for stage in (1, 2):
+    for stage in stages:
         phase = f"stage{stage}"
-        print(f"[demo] {2 * stage}/5 stage-{stage} GRPO", flush=True)
+        clock.start(f"stage-{stage} GRPO", "train",
+                    _max_steps(cfg, stage_overrides(cfg, phase, user)))
         train_dir = Path(cfg.paths.output_root) / cfg.experiment_name / "train" / f"{name}-{phase}"
         _child([*common, *stage_overrides(cfg, phase, user), "task=train", f"stage={stage}",
                 f"init_from={_q(prev)}", f"run_name={_q(f'{name}-{phase}')}"],
                run_dir / f"{phase}_train.log")
         train_dirs[phase] = train_dir
         prev = train_dir / "final"
-        eval_phase(phase, prev)
+        if eval_each or stage == stages[-1]:
+            eval_phase(phase, prev)
 
+    clock.finish()
     summary: dict[str, Any] = {"stages": {}, "runs": {}}
     for phase, out in evals.items():
         summary["stages"][phase] = _phase_metrics(out / "results.json")
@@ -321,6 +417,10 @@ def run_demo(cfg: DictConfig) -> dict:
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["config"] = OmegaConf.to_container(cfg.demo, resolve=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    from museg.launch.tracking import log_final_metrics
+
+    log_final_metrics(cfg, {k: summary[k] for k in ("stages", "gain_vs_warmup", "wall_seconds")},
+                      run_dir)
     table = _table(summary)
     (run_dir / "demo_table.md").write_text(table + "\n")
     _plots(run_dir, summary, train_dirs)

@@ -16,7 +16,8 @@ a directory, which is where ``stage=2 model=7b`` looks for its initial weights.
 
 Resolvers (registered by :func:`register_resolvers`):
 ``${museg.run_name:}``, ``${museg.abspath:PATH}``, ``${museg.template:NAME}`` and
-``${museg.stage1_run_dir:OUTPUT_ROOT,EXPERIMENT}``.
+``${museg.stage1_run_dir:OUTPUT_ROOT,EXPERIMENT}``, ``${museg.first_existing:PATH,PATH,...}``,
+``${museg.video_root:DATA_ROOT}``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def current_overrides() -> list[str]:
 
 
 def abspath(path: str) -> str:
-    """Absolute, user-expanded path (relative to the directory museg was started from)."""
+    """Absolute, user-expanded path (relative to the directory museg was started from); an empty
+    value stays empty (validation refuses it instead of writing into the current directory)."""
+    if not str(path).strip():
+        return ""
     return str(Path(os.path.expanduser(str(path))).absolute())
 
 
@@ -111,6 +115,18 @@ def stage1_run_dir(output_root: str, experiment_name: str) -> str:
     return str(Path(output_root) / experiment_name / "train" / name)
 
 
+def _first_existing(*candidates: str) -> str:
+    from museg.data.layout import first_existing
+
+    return first_existing(*candidates)
+
+
+def _default_video_root(data_root: str) -> str:
+    from museg.data.layout import default_video_root
+
+    return default_video_root(data_root)
+
+
 def register_resolvers() -> None:
     """Register the ``museg.*`` resolvers (idempotent)."""
     resolvers = {
@@ -118,6 +134,8 @@ def register_resolvers() -> None:
         "museg.abspath": abspath,
         "museg.template": template,
         "museg.stage1_run_dir": stage1_run_dir,
+        "museg.first_existing": _first_existing,  # museg.data.layout: either data layout
+        "museg.video_root": _default_video_root,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

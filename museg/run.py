@@ -10,8 +10,8 @@ dispatches ``cfg.task`` to a plain function that tests call directly::
     python -m museg.run -m launcher=slurm stage=1 model=7b reward.weights.format=0.5,1.0
 
 Tasks: ``train`` (museg.rl.trainer.train), ``eval`` (museg.eval.runner.evaluate),
-``score`` (museg.eval.score.score), ``preflight`` (museg.data.preflight.preflight) and ``demo``
-(museg.demo.run_demo).
+``score`` (museg.eval.score.score), ``preflight`` (museg.data.preflight.preflight), ``demo``
+(museg.demo.run_demo) and ``compare`` (museg.compare.compare: tables and plots of finished runs).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ TASKS: dict[str, str] = {
     "train": "museg.rl.trainer:train",
     "eval": "museg.eval.runner:evaluate",
     "score": "museg.eval.score:score",
-    "preflight": "museg.data.preflight:preflight",
+    "preflight": "museg.data.preflight:run_preflight",
     "demo": "museg.demo:run_demo",
+    "compare": "museg.compare:compare",
+    "plan": "museg.plan:plan",
 }
 _INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
                "--shell-completion", "-sc"}
@@ -57,11 +59,22 @@ class ConfigError(SystemExit):
         super().__init__(2)
 
 
+class TaskError(SystemExit):
+    """A task stopped on a problem its message explains: one line, exit code 1."""
+
+    def __init__(self, message: str):
+        print(f"museg: error: {message}", file=sys.stderr)
+        super().__init__(1)
+
+
 def normalize_overrides(argv: list[str]) -> list[str]:
-    """Quote ``stage`` choices so Hydra reads them as group names, not integers.
+    """Quote ``stage`` choices so Hydra reads them as group names, not integers, and
+    ``compare.baseline``'s ``key=value`` so Hydra reads it as one string.
 
     >>> normalize_overrides(["stage=2", "model=7b", "-m", "stage=1,2"])
     ["stage='2'", 'model=7b', '-m', "stage='1','2'"]
+    >>> normalize_overrides(["compare.baseline=demo.variant=full"])
+    ["compare.baseline='demo.variant=full'"]
     """
     out = []
     for arg in argv:
@@ -69,6 +82,9 @@ def normalize_overrides(argv: list[str]) -> list[str]:
         if m and not m.group(2).startswith(("'", '"')):
             values = ",".join(f"'{v.strip()}'" for v in m.group(2).split(","))
             arg = f"{m.group(1)}={values}"
+        m = re.fullmatch(r"(compare\.baseline)=([^'\"].*=.*)", arg)
+        if m:
+            arg = f"{m.group(1)}='{m.group(2)}'"
         out.append(arg)
     return out
 
@@ -183,9 +199,32 @@ def dispatch(cfg: DictConfig) -> Any:
         raise ConfigError(f"task: unknown task {cfg.task!r} (fix: one of {', '.join(TASKS)})")
     module_name, fn_name = target.split(":")
     fn: Callable[[DictConfig], Any] = getattr(importlib.import_module(module_name), fn_name)
+    from museg.model.checkpoint_info import CheckpointMismatch, apply_checkpoint_settings
+    from museg.naming import current_overrides
+
+    try:  # model.path to a real checkpoint under model=tiny: its settings, or one line
+        apply_checkpoint_settings(cfg, current_overrides())
+    except CheckpointMismatch as exc:
+        raise ConfigError(str(exc)) from None
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     log.info("museg %s -> %s", cfg.task, cfg.run_dir)
-    return fn(cfg)
+    from museg.runguard import RunRefused, refusal_types
+
+    try:
+        return fn(cfg)
+    except refusal_types() as exc:  # refused with the fix (museg.runguard): one line, exit 2
+        raise RunRefused(f"{cfg.task}: {exc}") from None
+    except _one_line_errors() as exc:  # a data/benchmark problem with its fix: no traceback
+        raise TaskError(f"{cfg.task}: {exc}") from None
+
+
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what is wrong and how to fix it."""
+    from museg.data.annotations import AnnotationError
+    from museg.data.preflight import PreflightError
+    from museg.eval.runner import EvalError
+
+    return (AnnotationError, EvalError, PreflightError)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
@@ -193,8 +232,25 @@ def _hydra_main(cfg: DictConfig) -> Any:
     absolutize_paths(cfg)
     OmegaConf.resolve(cfg)
     from museg.launch.job import run_job
+    from museg.runguard import prepare_run_dir
+
+    prepare_run_dir(cfg)  # resume=never -> a fresh sibling directory; one writer per run dir
 
     return run_job(cfg, dispatch)
+
+
+def _print_each_sweep_run(flags: list[str], overrides: list[str]) -> None:
+    """``-m ... --cfg job`` (or ``--info``): Hydra's output for every run of the sweep, in turn."""
+    from museg.cli_help import sweep_runs
+
+    register_schema()
+    register_resolvers()
+    single = [f for f in flags if f not in ("-m", "--multirun")]
+    runs = sweep_runs(overrides)
+    for i, (label, run) in enumerate(runs, 1):
+        print(f"# sweep run {i}/{len(runs)}: {label or '(no sweep values)'}", flush=True)
+        sys.argv = [sys.argv[0], *run, *single]
+        _hydra_main()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["experiment=demo"]
     argv = normalize_overrides(argv)
     flags, overrides = split_args(argv)
+    if any(f in ("--help", "-h") for f in flags):  # museg's page; --hydra-help is Hydra's
+        from museg.cli_help import render_help
+
+        print(render_help(TASKS, CONFIG_PATH))
+        return
     info_only = any(f in _INFO_FLAGS for f in flags)
     help_only = any(f in ("--help", "-h", "--hydra-help") for f in flags)
     from museg.launch.preview import launch_plan, preview
@@ -218,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             raise ConfigError(problem)
     multirun = any(f in ("-m", "--multirun") for f in flags)
+    if multirun and info_only:  # Hydra refuses -m with --cfg/--info: print each run's instead
+        _print_each_sweep_run(flags, overrides)
+        return
     if dry_run:
         print(preview(overrides, multirun=multirun or plan.submits))
         return

@@ -56,8 +56,11 @@ def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
                   "on_failure": "replace", "max_failure_fraction": 0.5, "prefetch": 1},
         "train": {"learning_rate": 1e-3, "beta": 0.04, "num_generations": 4,
                   "max_completion_length": 8, "max_prompt_length": 4096,
+                  "max_total_length": 4096, "prompts_per_step": None,
+                  "micro_batch_completions": 8,
                   "per_device_train_batch_size": "${train.num_generations}",
-                  "gradient_accumulation_steps": 2,
+                  "gradient_accumulation_steps": 2, "logprob_temperature": 1.0,
+                  "vision_token_in_completion": "delete",
                   "num_train_epochs": 1, "max_steps": 2, "bf16": False, "save_steps": 1,
                   "save_total_limit": 3, "data_seed": 42, "temperature": 1.0, "top_p": 1.0,
                   "loss_type": "sequence", "scale_rewards": True, "num_iterations": 1,
@@ -167,9 +170,11 @@ def _primitives(out_dir: str) -> dict:
             "gathered": gathered.tolist(), "mean": mean, "obj": obj, "objs": objs}
 
 
-def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: str) -> None:
+def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: str,
+                rollout: str = "oracle") -> None:
     """torch.multiprocessing.spawn target: check the distributed primitives, then run train() as
-    one rank and dump the gathered step records and the summary to ``out_dir/rank<R>.json``."""
+    one rank and dump the gathered step records and the summary to ``out_dir/rank<R>.json``.
+    ``rollout``: ``oracle`` (:func:`oracle_mix_rollout`) or ``scripted`` (:func:`scripted_rollout`)."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
@@ -185,7 +190,8 @@ def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: s
                         "rewards": {k: v.tolist() for k, v in rec.rewards.items()},
                         "advantages": rec.advantages.tolist(), "metrics": rec.metrics})
 
-    summary = train(cfg, on_step=on_step, rollout_fn=oracle_mix_rollout)
+    fn = scripted_rollout if rollout == "scripted" else oracle_mix_rollout
+    summary = train(cfg, on_step=on_step, rollout_fn=fn)
     summary.pop("history", None)
     D.cleanup_distributed()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(

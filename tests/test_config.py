@@ -42,19 +42,27 @@ def test_every_experiment_composes_for_both_stages(experiment, stage, tmp_path):
                           f"paths.output_root={tmp_path}"])
     assert cfg.experiment_name == experiment
     assert cfg.stage.id == int(stage)
-    if experiment != "demo":
+    if not experiment.startswith("demo"):  # demo, demo_ablation: the tiny model
         assert cfg.model.name in experiment
     OmegaConf.to_container(cfg.train, resolve=True)
 
 
-def test_recipe_batch_needs_eight_processes():
-    """TRL semantics: per_device_train_batch_size counts completions; 1 x 8 GPUs = one group."""
-    problems = validate(compose_config(["model=7b"]), check_files=False)
-    assert [p.key for p in problems] == ["train.per_device_train_batch_size"]
-    assert "num_generations 8" in str(problems[0])
-    assert validate(compose_config(["model=7b", "launcher.nproc_per_node=8"]),
-                    check_files=False) == []
-    assert compose_config(["model=tiny"]).train.per_device_train_batch_size == 8
+def test_recipe_batch_is_prompts_per_step_on_any_dividing_world_size():
+    """The recipe states 14 prompts (112 completions) per step; the world size only lays it out."""
+    for n in (1, 7, 8, 16):
+        assert validate(compose_config(["model=7b", f"launcher.nproc_per_node={n}"]),
+                        check_files=False) == []
+    problems = validate(compose_config(["model=7b", "launcher.nproc_per_node=3"]),
+                        check_files=False)
+    assert [p.key for p in problems] == ["train.prompts_per_step"]
+    assert "1, 2, 4, 7, 8, 14, 16, 28, 56, 112" in str(problems[0])
+    # evaluation, scoring and preflight never check the training batch
+    for task in ("eval", "score", "preflight"):
+        assert validate(compose_config([f"task={task}", "model=7b", "launcher.nproc_per_node=3"]),
+                        check_files=False) == []
+    tiny = compose_config(["model=tiny"]).train
+    assert (tiny.prompts_per_step, tiny.per_device_train_batch_size,
+            tiny.gradient_accumulation_steps) == (None, 8, 2)
 
 
 def test_stage1_recipe_matches_paper():
@@ -62,9 +70,13 @@ def test_stage1_recipe_matches_paper():
     t = cfg.train
     assert (t.learning_rate, t.beta, t.num_generations) == (1.5e-6, 0.04, 8)
     assert (t.max_completion_length, t.max_prompt_length) == (4096, 4096)
-    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (1, 2)
+    assert (t.prompts_per_step, t.micro_batch_completions) == (14, 8)
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (None, None)
     assert (t.num_train_epochs, t.bf16, t.save_steps, t.save_total_limit) == (1, True, 100, 10)
-    assert (t.data_seed, t.temperature) == (42, 1.0)
+    assert (cfg.seed, t.data_seed, t.temperature, t.logprob_temperature) == (42, 42, 0.9, 1.0)
+    assert (t.max_total_length, t.deepspeed, t.vision_token_in_completion) == (4096, "zero3",
+                                                                                "delete")
+    assert cfg.model.freeze_vision is False and cfg.data.on_bad_record == "keep"
     assert cfg.model.gradient_checkpointing and cfg.model.dtype == "bfloat16"
     assert cfg.model.path == "Qwen/Qwen2.5-VL-7B-Instruct"
     v = cfg.video
@@ -161,7 +173,7 @@ def test_print_stage2_recipe_resolved():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for needle in ("learning_rate: 1.5e-06", "beta: 0.04", "num_generations: 8",
-                   "max_completion_length: 4096", "gradient_accumulation_steps: 2",
+                   "max_completion_length: 4096", "prompts_per_step: 14", "temperature: 0.9",
                    "stage_2.jsonl", "timestamp_aware: false", "total_pixels: 2809856",
                    "max_frames: 448", "init_from: ", "Qwen/Qwen2.5-VL-7B-Instruct"):
         assert needle in text, needle

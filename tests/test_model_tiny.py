@@ -199,7 +199,10 @@ def test_lora_frozen_vision_and_checkpointing(tiny_dir):
     full, _ = load_model_and_processor(tiny_dir, dtype="bfloat16", freeze_vision=False)
     assert full.dtype == torch.bfloat16
     assert all(p.requires_grad for p in full.parameters())
-    frozen, _ = load_model_and_processor(tiny_dir, dtype="float32", lora={"enabled": False})
+    default, _ = load_model_and_processor(tiny_dir, dtype="float32", lora={"enabled": False})
+    assert all(p.requires_grad for p in vision_tower(default).parameters())  # MUSEG: all trained
+    frozen, _ = load_model_and_processor(tiny_dir, dtype="float32", lora={"enabled": False},
+                                         freeze_vision=True)
     assert not any(p.requires_grad for p in vision_tower(frozen).parameters())
     assert all(p.requires_grad for p in frozen.model.language_model.parameters())
 

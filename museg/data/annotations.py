@@ -37,11 +37,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from museg.data.textcheck import special_token_in
+
 logger = logging.getLogger(__name__)
 
 TRAIN_TASKS = ("tvg", "tal")
 ETBENCH_TASKS = ("rar", "eca", "rvq", "tvg", "epm", "tal", "evs", "vhd", "dvc", "slc", "tem", "gvq")
-ON_BAD_RECORD = ("fail", "skip")
+ON_BAD_RECORD = ("keep", "fail", "skip")
 _FIX = "(fix the record or set data.on_bad_record=skip)"
 _MAX_REASONS = 5
 
@@ -85,6 +87,10 @@ class EvalItem:
 
 class _Bad(Exception):
     """Internal: one record is bad; carries 'field `x`: reason'."""
+
+
+class _OddSegment(_Bad):
+    """Internal: a segment with start >= end, the only fault ``on_bad_record='keep'`` keeps."""
 
 
 def resolve_video_path(video: str, video_root: str | os.PathLike | None) -> str:
@@ -139,6 +145,16 @@ def _check_str(rec: Mapping[str, Any], key: str) -> str:
     return val
 
 
+def _check_text(rec: Mapping[str, Any], key: str) -> str:
+    """A text field that reaches the tokenizer: no special tokens (museg.data.textcheck)."""
+    val = _check_str(rec, key)
+    found = special_token_in(val)
+    if found:
+        raise _Bad(f"field `{key}`: contains the model's special token {found[0]} at character "
+                   f"{found[1]} (remove it from the text)")
+    return val
+
+
 def _is_num(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
@@ -168,7 +184,7 @@ def _check_segments(key: str, segs: Any, allow_empty_len: bool = False) -> list[
         e = _check_time(key, seg[1], "end")
         if s > e or (s == e and not allow_empty_len):
             op = ">=" if not allow_empty_len else ">"
-            raise _Bad(f"field `{key}`: start {s} {op} end {e} (segment {i})")
+            raise _OddSegment(f"field `{key}`: start {s} {op} end {e} (segment {i})")
         out.append([s, e])
     return out
 
@@ -201,14 +217,26 @@ class _Collector:
         self.path, self.policy = path, on_bad_record
         self.reasons: list[str] = sink if sink is not None else []
         self.total = 0
+        self.kept: list[str] = []
+
+    def keep_odd(self, where: str, err: _Bad, segs: Any) -> list[list[float]]:
+        """``keep``: the record's segments as written (start >= end included); others re-raise."""
+        if self.policy != "keep" or not isinstance(err, _OddSegment):
+            raise err
+        self.kept.append(f"{where}: {err}")
+        return [[float(s), float(e)] for s, e in segs]
 
     def bad(self, where: str, reason: str) -> None:
-        msg = f"{where}: {reason} {_FIX}"
-        if self.policy == "fail":
-            raise AnnotationError(msg)
-        self.reasons.append(msg)
+        if self.policy != "skip":  # keep: only start >= end segments are kept
+            raise AnnotationError(f"{where}: {reason} {_FIX}")
+        self.reasons.append(f"{where}: {reason}")  # skip is already set: no hint to set it
 
     def finish(self, n_ok: int) -> None:
+        if self.kept:
+            logger.warning(
+                "%s: kept %d record(s) with a segment start >= end as written (data.on_bad_record="
+                "keep: MUSEG trains on every row; skip drops them): %s", self.path, len(self.kept),
+                " | ".join(self.kept))
         if self.reasons:
             logger.warning(
                 "%s: skipped %d bad record(s) of %d (data.on_bad_record=skip); first: %s",
@@ -222,8 +250,12 @@ def _open_text(path: str | os.PathLike) -> tuple[str, str]:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise AnnotationFileNotFoundError(f"{p}: annotation file not found (check the path in the config)")
-    with open(p, encoding="utf-8") as f:
-        return p, f.read()
+    try:  # utf-8-sig: a UTF-8 byte-order mark is not part of the first record
+        with open(p, encoding="utf-8-sig") as f:
+            return p, f.read()
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason}) (fix: give the "
+                              "annotation file as UTF-8 JSON)") from None
 
 
 def _iter_json_list(path: str, text: str) -> Iterator[tuple[int, int, Any]]:
@@ -251,6 +283,7 @@ def _iter_json_list(path: str, text: str) -> Iterator[tuple[int, int, Any]]:
         while pos < len(text) and text[pos] in ws:
             pos += 1
         if pos < len(text) and text[pos] == "]" and i == 0:
+            _check_end(path, text, pos + 1, line_of)
             return
         try:
             obj, end = dec.raw_decode(text, pos)
@@ -264,9 +297,19 @@ def _iter_json_list(path: str, text: str) -> Iterator[tuple[int, int, Any]]:
         if pos < len(text) and text[pos] == ",":
             pos += 1
         elif pos < len(text) and text[pos] == "]":
+            _check_end(path, text, pos + 1, line_of)
             return
         else:
             raise fail(pos, "expected ',' or ']' after an item")
+
+
+def _check_end(path: str, text: str, pos: int, line_of: Any) -> None:
+    """Only whitespace may follow the closing ``]`` of a JSON list."""
+    rest = len(text) - len(text[pos:].lstrip(" \t\r\n"))
+    if rest < len(text):
+        raise AnnotationError(f"{path}:{line_of(rest)}: malformed JSON: unexpected data after the "
+                              f"list's closing ']' at offset {rest}: {text[rest:rest + 20]!r} "
+                              "(fix the file)")
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -300,11 +343,15 @@ def load_train_jsonl(
             if not isinstance(rec, dict):
                 raise _Bad(f"record: expected a JSON object, got {type(rec).__name__}")
             idx = _check_idx(rec)
-            problem = _check_str(rec, "problem")
+            problem = _check_text(rec, "problem")
             task = _check_str(rec, "task")
             if task not in TRAIN_TASKS:
                 raise _Bad(f"field `task`: unknown task {task!r}, expected one of {list(TRAIN_TASKS)}")
-            solution = _check_segments("solution", _require(rec, "solution"))
+            raw = _require(rec, "solution")
+            try:
+                solution = _check_segments("solution", raw)
+            except _Bad as e:
+                solution = col.keep_odd(where, e, raw)
             video = _check_str(rec, "video")
             duration = _check_duration(rec)
         except _Bad as e:
@@ -339,7 +386,7 @@ def load_grounding_eval(
             if not isinstance(rec, dict):
                 raise _Bad(f"item: expected a JSON object, got {type(rec).__name__}")
             video = _check_str(rec, "video")
-            question = _check_str(rec, "question")
+            question = _check_text(rec, "question")
             gt = _check_segments("groundtruth", _require(rec, "groundtruth"))
         except _Bad as e:
             col.bad(where, str(e))
@@ -418,7 +465,7 @@ def load_etbench(
                 raise _Bad(f"field `task`: unknown task {task!r}, expected one of {list(ETBENCH_TASKS)}")
             source = _check_str(rec, "source")
             video = _check_str(rec, "video")
-            question = _check_str(rec, "q")
+            question = _check_text(rec, "q")
             _check_duration(rec, required=True)
             gt = _etbench_groundtruth(rec.get("tgt"))
             item_id = f"{task}/{source}/{idx}"

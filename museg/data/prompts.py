@@ -8,7 +8,9 @@ Three templates (our own wording of the MUSEG recipe), each with exactly one ``{
 - ``ETBENCH_TEMPLATE``: reason with timestamps, then answer in the format the question asks for.
 
 ``build_question`` substitutes the problem by plain replacement, so braces inside a problem or a
-user-supplied template never break it.
+user-supplied template never break it. ``template_from_cfg`` reads the template of a config node
+(``cfg.stage`` or ``cfg.eval``): ``template_file`` if set (e.g. the instruction a released checkpoint
+was trained with), else ``template`` (a name above or the text itself).
 
 Example::
 
@@ -17,6 +19,9 @@ Example::
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 PLACEHOLDER = "{problem}"
 
@@ -68,3 +73,33 @@ def build_question(template: str, problem: str) -> str:
             f"template must contain exactly one '{{problem}}' placeholder, found {n}: {template[:60]!r}"
         )
     return template.replace(PLACEHOLDER, problem)
+
+
+class TemplateError(ValueError):
+    """A template file that is missing or has no single ``{problem}`` placeholder (one line)."""
+
+
+def template_from_cfg(node: Any, key: str = "stage") -> str:
+    """The template text of ``cfg.stage`` / ``cfg.eval``: ``template_file``, else ``template``.
+
+    ``template`` may be a name in :data:`TEMPLATES` or the text itself; ``key`` names the node in
+    error messages.
+
+    >>> template_from_cfg({"template": "stage2", "template_file": None}) == STAGE2_TEMPLATE
+    True
+    >>> template_from_cfg({"template": "Q: {problem}", "template_file": None})
+    'Q: {problem}'
+    """
+    path = node.get("template_file")
+    if not path:
+        text = str(node.get("template") or "")
+        return TEMPLATES.get(text, text)
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise TemplateError(f"{key}.template_file: {p} does not exist (fix: point it at a text file "
+                            f"holding the instruction with one {PLACEHOLDER})")
+    text = p.read_text(encoding="utf-8")
+    if text.count(PLACEHOLDER) != 1:
+        raise TemplateError(f"{key}.template_file: {p} has {text.count(PLACEHOLDER)} "
+                            f"{PLACEHOLDER} placeholders (fix: exactly one, where the question goes)")
+    return text

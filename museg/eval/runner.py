@@ -26,12 +26,14 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from museg.data.prompts import template_from_cfg
 from museg.eval.predictions import (
     PredictionWriter,
     extract_answer,
@@ -90,7 +92,7 @@ def load_eval_items(cfg: Any) -> list:
 
     kind = cfg_get(cfg, "eval.kind")
     ann = cfg_get(cfg, "eval.annotation")
-    root = cfg_get(cfg, "paths.video_root", "")
+    root = cfg_get(cfg, "eval.video_root") or cfg_get(cfg, "paths.video_root", "")
     on_bad = cfg_get(cfg, "data.on_bad_record", "fail")
     if not ann:
         raise EvalError("eval.annotation is not set (fix: benchmark=<name> or eval.annotation=PATH)")
@@ -110,6 +112,19 @@ def load_eval_items(cfg: Any) -> list:
     if len(set(ids)) != len(ids):
         raise EvalError(f"{ann}: item ids are not unique; cannot resume safely")
     return items
+
+
+def check_videos_exist(cfg: Any, items: Sequence) -> None:
+    """Raise :class:`EvalError` (one line naming the video root and the first missing path) when
+    not one video of ``items`` exists: a wrong video root, not a few broken files."""
+    paths = list(dict.fromkeys(it.video_path for it in items))
+    if not paths or any(os.path.exists(p) for p in paths):
+        return
+    key = "eval.video_root" if cfg_get(cfg, "eval.video_root") else "paths.video_root"
+    raise EvalError(f"none of the {len(paths)} videos of benchmark={cfg_get(cfg, 'eval.benchmark')} "
+                    f"exists under {key}={cfg_get(cfg, key)} (first missing: {paths[0]}; fix: set "
+                    f"{key} to the folder holding the annotation's video paths, "
+                    f"e.g. {items[0].video})")
 
 
 def eval_question(template: str | None, problem: str) -> str:
@@ -204,18 +219,36 @@ def _settings_fingerprint(cfg: Any, spec: Mapping) -> dict:
         "max_new_tokens": cfg_get(cfg, "eval.max_new_tokens"),
         "video": {k: _plain(v) for k, v in sorted(spec.items())},
         "decode_backend": cfg_get(cfg, "video.backend"),
+        **_identity(cfg),
     }
 
 
-def _check_resume(run_dir: Path, fp: dict, n_done: int) -> None:
+def _identity(cfg: Any) -> dict:
+    """Data and model identity (museg.fingerprint): annotation size + sha256, model files."""
+    from museg.fingerprint import file_identity, model_identity
+
+    ann = cfg_get(cfg, "eval.annotation")
+    info = file_identity(ann) if ann else {}
+    return {"annotation_size": info.get("size"), "annotation_sha256": info.get("sha256"),
+            "model_identity": model_identity(cfg_get(cfg, "model.path"),
+                                             cfg_get(cfg, "model.name"))}
+
+
+def _check_resume(run_dir: Path, fp: dict, n_done: int, resume: Any = "auto") -> None:
+    """Refuse to add predictions to a file made with other settings (``resume=force``: warn)."""
     path = run_dir / "eval_settings.json"
     if path.exists() and n_done:
         old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
-        if diff:
+        # keys an older museg did not record are not compared
+        diff = sorted(k for k in set(old) | set(fp) if k in old and old.get(k) != fp.get(k))
+        if diff and str(resume).lower() == "force":
+            log.warning("resume=force: adding to %s/predictions.jsonl although it was made with "
+                        "different settings (%s)", run_dir, ", ".join(diff))
+        elif diff:
             raise EvalError(
-                f"{run_dir}/predictions.jsonl was made with different settings ({', '.join(diff)}); "
-                "use a new run_dir or restore the old settings")
+                f"{run_dir}/predictions.jsonl was made with different settings ({', '.join(diff)}) "
+                "(fix: resume=never to start a fresh numbered run directory, a new "
+                "experiment_name, restore the old settings, or resume=force to add to it anyway)")
     path.write_text(json.dumps(fp, indent=2, default=str))
 
 
@@ -303,7 +336,7 @@ def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
     done = finished_ids(pred_path)  # items whose video failed before are retried
     todo = [it for it in items if it.item_id not in done]
     on_failure = cfg_get(cfg, "video.on_failure", "replace")
-    template = cfg_get(cfg, "eval.template")
+    template = template_from_cfg(cfg.eval, "eval")  # eval.template_file, else eval.template
     kind = cfg_get(cfg, "eval.kind")
     if todo and backend is None:
         backend = make_backend(cfg)
@@ -372,14 +405,21 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     if cfg_get(cfg, "eval.kind") == "suite" or cfg_get(cfg, "eval.benchmark") == "all":
         from museg.eval.suite import run_suite
 
-        return run_suite(cfg, backend=backend)
+        token = _IN_SUITE.set(True)
+        try:
+            results = run_suite(cfg, backend=backend)
+        finally:
+            _IN_SUITE.reset(token)
+        _track_final_metrics(cfg, results)  # one wandb run for the suite: <benchmark>.<metric>
+        return results
     run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     items = load_eval_items(cfg)
+    check_videos_exist(cfg, items)
     spec = eval_video_spec(cfg)
     pred_path = run_dir / "predictions.jsonl"
     n_done = len(read_predictions(pred_path))
-    _check_resume(run_dir, _settings_fingerprint(cfg, spec), n_done)
+    _check_resume(run_dir, _settings_fingerprint(cfg, spec), n_done, cfg_get(cfg, "resume", "auto"))
     log.info("%s: %d items (%d already finished) -> %s", cfg_get(cfg, "eval.benchmark"),
              len(items), n_done, pred_path)
     run_stats, backend = run_inference(cfg, items, backend, run_dir)
@@ -397,13 +437,30 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     settings = collect_settings(cfg, model_path=model_path, video_spec=spec)
     settings["this_run"] = run_stats
     settings["n_errors"] = n_err = sum(1 for r in records if r.get("error"))
+    # the failure budget counts distinct videos (failed / seen), as in training
+    bad_videos = sorted({str(r.get("video")) for r in records if r.get("error")})
+    n_videos = len({str(r.get("video")) for r in records})
+    settings["failed_videos"] = bad_videos
     max_frac = float(cfg_get(cfg, "video.max_failure_fraction", 0.05))
-    if n_err > max_frac * len(records):
-        log.error("%d of %d items (> video.max_failure_fraction=%s) have undecodable videos and "
-                  "score 0; see `error` in %s (rerun to retry them)", n_err, len(records),
-                  max_frac, pred_path)
+    if len(bad_videos) > max_frac * n_videos:
+        log.error("%d of %d distinct videos (> video.max_failure_fraction=%s) are unreadable; "
+                  "their %d item(s) score 0; see `error` in %s (rerun to retry them)",
+                  len(bad_videos), n_videos, max_frac, n_err, pred_path)
     write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
+    if not _IN_SUITE.get():
+        _track_final_metrics(cfg, metrics)
     return metrics
+
+
+#: True while a suite evaluates its benchmarks (they are tracked as one wandb run, not several)
+_IN_SUITE: ContextVar[bool] = ContextVar("museg_eval_in_suite", default=False)
+
+
+def _track_final_metrics(cfg: Any, metrics: Mapping) -> None:
+    """The final metrics into the run's wandb summary (no-op when wandb is disabled)."""
+    from museg.launch.tracking import log_final_metrics
+
+    log_final_metrics(cfg, metrics, Path(cfg_get(cfg, "run_dir") or ".").absolute())
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: python -m museg.eval.runner cfg.yaml

@@ -72,6 +72,8 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
         return run_submitit_task(cfg, task_fn)
     launcher = _launcher(cfg)
     name = str(launcher.get("name", "local"))
+    if str(cfg.get("task")) == "plan":  # a plan of the launcher's world, computed in this process
+        return task_fn(cfg)
     if launcher.get("dry_run"):
         from museg.launch.preview import preview_from_cfg
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from museg.plan import plan_line
+
 __all__ = ["JobSpec", "LaunchPlan", "sweep_jobs", "compose_job", "render_sbatch", "preview",
            "launch_plan", "maybe_preview", "preview_from_cfg"]
 
@@ -156,7 +158,10 @@ def _slurm_text(jobs: list[JobSpec], multirun: bool) -> str:
     for i, job in enumerate(jobs):
         lines += [f"# job {i}" + (f" (array task {i})" if len(jobs) > 1 else ""),
                   f"#   run dir:   {job.run_dir}",
-                  f"#   overrides: {_user_overrides(job)}",
+                  f"#   overrides: {_user_overrides(job)}"]
+        if str(job.cfg.task) == "train":  # the same figures as task=plan on this world size
+            lines.append(f"#   plan:      {plan_line(job.cfg, world)}")
+        lines += [
                   f"#   each of the {world} tasks (srun, one per GPU) runs the submitit pickle, "
                   "i.e. the equivalent of:",
                   f"RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE={world} "
@@ -205,9 +210,23 @@ def _submitit_local_text(jobs: list[JobSpec]) -> str:
     return "\n".join(out)
 
 
+def with_config_sweep(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` preceded by the config's ``hydra.sweeper.params`` (``experiment=demo_ablation``
+    sweeps its variants x seeds), as Hydra's BasicSweeper combines them: the command line wins."""
+    from museg.run import compose_config, normalize_overrides
+
+    try:
+        first = normalize_overrides(sweep_jobs(overrides)[0])
+        params = compose_config(first, return_hydra_config=True).hydra.sweeper.get("params")
+    except Exception:  # noqa: BLE001 - a config that does not compose is reported elsewhere
+        return list(overrides)
+    return [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+
+
 def preview(overrides: Sequence[str], multirun: bool = True) -> str:
     """The dry-run text for these command-line overrides (sweeps expanded when ``multirun``)."""
-    jobs = [compose_job(o) for o in (sweep_jobs(overrides) if multirun else [list(overrides)])]
+    jobs = [compose_job(o) for o in (sweep_jobs(with_config_sweep(overrides)) if multirun
+                                     else [list(overrides)])]
     name = str(jobs[0].cfg.launcher.name)
     if name == "slurm" or "SlurmLauncher" in str(jobs[0].launcher_params.get("_target_")):
         return _slurm_text(jobs, multirun)
@@ -233,8 +252,11 @@ def launch_plan(overrides: Sequence[str]) -> LaunchPlan:
 
     try:
         first = sweep_jobs(overrides)[0]
-        launcher = compose_job(first).cfg.launcher
+        job_cfg = compose_job(first).cfg
+        launcher = job_cfg.launcher
     except Exception:  # noqa: BLE001 - reported by museg.run's config check
+        return LaunchPlan()
+    if job_cfg.task == "plan":  # a plan of the launcher's world, computed here: never submitted
         return LaunchPlan()
     return LaunchPlan(dry_run=bool(launcher.get("dry_run", False)),
                       submits=str(launcher.get("name")) in SUBMITTING_LAUNCHERS)

@@ -5,8 +5,13 @@
 is the task, the display ``name`` is the stable run name (``model=7b,reward.weights.format=0.5``),
 ``tags`` are ``cfg.wandb.tags`` plus the chosen config groups (``model=7b``, ``stage=1``, ...,
 from Hydra's ``runtime.choices`` when available) and the launcher, ``config`` is the resolved
-configuration, ``id`` the stored run id with ``resume='allow'`` so a requeued job continues the
-same wandb run. ``WANDB_MODE`` in the environment wins over ``cfg.wandb.mode``.
+configuration plus ``swept`` (this job's command-line overrides as ``{key: value}``, so the UI's
+grouped tables and parallel coordinates find the swept keys), ``id`` the stored run id with
+``resume='allow'`` so a requeued job continues the same wandb run. ``WANDB_MODE`` in the
+environment wins over ``cfg.wandb.mode``.
+
+:func:`log_final_metrics` gives runs without a training logger (eval, demo) a wandb run of their
+own: the same settings, the final metrics in its summary (``miou``, ``tal.mean_f1``, ...).
 
 Example::
 
@@ -30,12 +35,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["wandb_init_kwargs", "group_choices", "CHOICES_ENV"]
+__all__ = ["wandb_init_kwargs", "group_choices", "swept_values", "log_final_metrics",
+           "CHOICES_ENV"]
 
 CHOICES_ENV = "MUSEG_HYDRA_CHOICES"  # json of Hydra's runtime.choices, for spawned ranks
 # config groups that describe a run (in this order); hydra/* and the rest are left out
@@ -85,9 +92,35 @@ def _tags(cfg: Any, choices: Mapping[str, str]) -> list[str]:
     return tags
 
 
+def swept_values(overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{key: value}`` of the overrides that change what a run computes (default: this job's).
+
+    >>> swept_values(["eval.max_new_tokens=16", "seed=1", "wandb.mode=offline", "stage='2'"])
+    {'eval.max_new_tokens': 16, 'seed': 1, 'stage': '2'}
+    """
+    import yaml
+
+    from museg.naming import EXCLUDED_PREFIXES, current_overrides
+
+    out: dict[str, Any] = {}
+    for item in current_overrides() if overrides is None else overrides:
+        if "=" not in item:
+            continue
+        key, raw = item.split("=", 1)
+        key = key.lstrip("+~")
+        if any(key == p or key.startswith((p + ".", p + "/")) for p in EXCLUDED_PREFIXES):
+            continue
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
 def wandb_init_kwargs(cfg: Any, run_id: str | None = None,
                       choices: Mapping[str, Any] | None = None,
-                      env: Mapping[str, str] | None = None) -> dict[str, Any]:
+                      env: Mapping[str, str] | None = None,
+                      overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``wandb.init`` (see the module docstring); ``config`` is resolved."""
     env = os.environ if env is None else env
     mode = env.get("WANDB_MODE") or _get(cfg, "wandb.mode", "disabled")
@@ -98,6 +131,9 @@ def wandb_init_kwargs(cfg: Any, run_id: str | None = None,
         config = dict(cfg)
     if picked:
         config = {**config, "hydra_choices": picked}  # type: ignore[dict-item]
+    swept = swept_values(overrides)
+    if swept:
+        config = {**config, "swept": swept}  # type: ignore[dict-item]
     return {
         "project": _get(cfg, "wandb.project", "museg"),
         "entity": _get(cfg, "wandb.entity"),
@@ -111,3 +147,45 @@ def wandb_init_kwargs(cfg: Any, run_id: str | None = None,
         "dir": _get(cfg, "run_dir"),
         "mode": mode,
     }
+
+
+def _flat_numbers(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, Mapping):
+            out.update(_flat_numbers(v, f"{prefix}{k}."))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def log_final_metrics(cfg: Any, metrics: Mapping[str, Any],
+                      run_dir: str | Path | None = None) -> str | None:
+    """Write a finished run's metrics (nested dicts flattened with dots) to the summary of its
+    wandb run (group = sweep, job_type = task, config = resolved config + ``swept``); the run id
+    is kept in ``run_dir/wandb_run_id`` so a rerun updates the same run. Returns the id, or None
+    when wandb is disabled. Never raises: a tracking failure must not fail a finished run."""
+    import logging
+
+    mode = os.environ.get("WANDB_MODE") or _get(cfg, "wandb.mode", "disabled")
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+
+        from museg.rl.logging import new_run_id
+
+        run_dir = Path(run_dir or _get(cfg, "run_dir") or ".")
+        id_file = run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else new_run_id()
+        id_file.write_text(run_id + "\n")
+        kwargs = wandb_init_kwargs(cfg, run_id=run_id)
+        kwargs.update(dir=str(run_dir), mode=mode)
+        run = wandb.init(**kwargs)
+        run.summary.update(_flat_numbers(metrics))
+        run.finish()
+        return run_id
+    except Exception as e:  # noqa: BLE001 - see docstring
+        logging.getLogger(__name__).warning("wandb summary not written: %s: %s",
+                                            type(e).__name__, e)
+        return None

@@ -92,10 +92,14 @@ def generation_config(
     top_p: float = 1.0,
     top_k: int = 0,
     repetition_penalty: float = 1.0,
+    eos_ids: Sequence[int] | None = None,
 ) -> GenerationConfig:
-    """Explicit ``GenerationConfig`` (``top_k=0`` disables top-k, like vLLM's ``-1``)."""
+    """Explicit ``GenerationConfig`` (``top_k=0`` disables top-k, like vLLM's ``-1``).
+
+    ``eos_ids``: the tokens that end generation (default: every EOS of :func:`eos_token_ids`;
+    training passes only ``tokenizer.eos_token_id``, as MUSEG's trainer)."""
     pad = tokenizer.pad_token_id
-    eos = eos_token_ids(tokenizer)
+    eos = [int(i) for i in eos_ids] if eos_ids is not None else eos_token_ids(tokenizer)
     return GenerationConfig(
         max_new_tokens=int(max_new_tokens),
         do_sample=bool(do_sample),

@@ -154,7 +154,7 @@ def load_model_and_processor(
     attention: str = "auto",
     gradient_checkpointing: bool = False,
     lora: Mapping[str, Any] | None = None,
-    freeze_vision: bool = True,
+    freeze_vision: bool = False,
     device: str | torch.device | None = None,
 ):
     """Load ``(model, processor)`` from a checkpoint dir or hub id.
@@ -195,6 +195,6 @@ def load_from_cfg(model_cfg: Mapping[str, Any], device: str | torch.device | Non
         attention=model_cfg.get("attention", "auto"),
         gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing", False)),
         lora=model_cfg.get("lora"),
-        freeze_vision=bool(model_cfg.get("freeze_vision", True)),
+        freeze_vision=bool(model_cfg.get("freeze_vision", False)),
         device=device,
     )

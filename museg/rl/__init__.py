@@ -1,5 +1,6 @@
 """GRPO training of Qwen2.5-VL on video grounding (MUSEG), in small modules.
 
+- :mod:`museg.rl.layout` -- the optimizer batch (prompts per step) laid out on a world size;
 - :mod:`museg.rl.advantages` -- group-relative advantages (``group_advantages``);
 - :mod:`museg.rl.loss` -- per-token log-probs, k3 KL, clipped ratio, aggregations (``grpo_loss``);
 - :mod:`museg.rl.batch` -- batch semantics (completions per rank), data order, video decoding
@@ -17,15 +18,14 @@ Example::
     summary = train(cfg)          # cfg composed by museg.run (task=train)
 """
 
-from museg.rl.advantages import group_advantages
-from museg.rl.loss import grpo_loss
+import importlib
 
 __all__ = ["group_advantages", "grpo_loss", "train", "request_checkpoint"]
+_LAZY = {"group_advantages": "advantages", "grpo_loss": "loss", "train": "trainer",
+         "request_checkpoint": "trainer"}
 
 
-def __getattr__(name: str):  # lazy: importing museg.rl must not pull in transformers
-    if name in ("train", "request_checkpoint"):
-        from museg.rl import trainer
-
-        return getattr(trainer, name)
+def __getattr__(name: str):  # lazy: museg.config imports museg.rl.layout without torch
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"museg.rl.{_LAZY[name]}"), name)
     raise AttributeError(name)

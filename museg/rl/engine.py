@@ -6,7 +6,8 @@ last backward of an optimizer step), clips the gradient norm, and *skips* the st
 the loss or the gradient norm is not finite on any rank; after ``max_nonfinite_steps`` skipped steps
 in a row it raises :class:`NonFiniteError`.
 
-``DeepSpeedEngine`` (``train.deepspeed`` = a DeepSpeed json): prepares model/optimizer/scheduler
+``DeepSpeedEngine`` (``train.deepspeed`` = a name in the package's ``conf/deepspeed/`` such as
+``zero3``, or a DeepSpeed json path): prepares model/optimizer/scheduler
 with ``accelerate`` + DeepSpeed (ZeRO-3 in the MUSEG recipe). The loss is scaled by the trainer
 (DeepSpeed's own accumulation is set to 1 and boundaries are set explicitly). GPU only; unverified
 on this machine (no CUDA, no deepspeed installed).
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 
+from museg.config import deepspeed_config_path
 from museg.rl.distributed import DistInfo, is_distributed
 
 __all__ = ["NonFiniteError", "PlainEngine", "DeepSpeedEngine", "make_engine"]
@@ -190,7 +192,7 @@ def make_engine(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedu
         if not torch.cuda.is_available():
             raise RuntimeError(f"train.deepspeed={ds}: DeepSpeed needs CUDA (fix: "
                                "train.deepspeed=null on CPU)")
-        return DeepSpeedEngine(model, optimizer, scheduler, str(ds),
+        return DeepSpeedEngine(model, optimizer, scheduler, str(deepspeed_config_path(ds)),
                                float(train_cfg.get("max_grad_norm", 1.0)),
                                bool(train_cfg.get("bf16", True)),
                                int(train_cfg.get("max_nonfinite_steps", 5)), info)

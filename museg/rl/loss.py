@@ -69,8 +69,8 @@ def completion_logps(
 
     ``inputs`` holds the full sequences (prompt + completion: ``input_ids``, ``attention_mask`` and
     the vision tensors); only the last ``C + 1`` positions' logits are materialised. Logits are
-    divided by the sampling ``temperature`` so log-probs match the distribution that sampled them
-    (no-op at the default 1.0).
+    divided by ``temperature`` (``train.logprob_temperature``: 1.0 in MUSEG, which samples at 0.9
+    but scores unscaled logits; the sampling temperature in TRL >= 0.16 style).
     """
     c = completion_ids.shape[1]
     out = model(**inputs, logits_to_keep=c + 1, use_cache=False)
@@ -138,8 +138,8 @@ def grpo_loss(
 
     ``logps``/``old_logps``/``ref_logps``/``mask``: ``[B, C]``; ``advantages``: ``[B]``.
     ``old_logps=None`` means on-policy (``num_iterations == 1``): ratio = 1, the gradient is the
-    plain policy gradient. Statistics: ``kl`` (masked token mean of k3, 0 when ``beta == 0`` or no
-    reference), ``clip_ratio`` (fraction of tokens where the clipped branch is active), ``ratio``.
+    plain policy gradient. Statistics: ``kl`` (k3's masked mean per sequence, then mean over
+    sequences; 0 when ``beta == 0`` or no reference), ``clip_ratio`` (fraction of tokens where the clipped branch is active), ``ratio``.
     """
     if old_logps is None:
         old_logps = logps.detach()
@@ -159,7 +159,9 @@ def grpo_loss(
         n_tok = m.sum().clamp(min=1.0)
         is_clipped = ((ratio < 1.0 - epsilon_low) & (adv < 0)) | ((ratio > 1.0 + epsilon_high) & (adv > 0))
         stats = {
-            "kl": float((kl * m).sum() / n_tok) if kl is not None else 0.0,
+            # per-sequence masked mean, then mean over sequences (MUSEG / TRL 0.15.1's logged KL)
+            "kl": float(((kl * m).sum(-1) / m.sum(-1).clamp(min=1.0)).mean())
+            if kl is not None else 0.0,
             "clip_ratio": float((is_clipped.to(m.dtype) * m).sum() / n_tok),
             "ratio": float((ratio * m).sum() / n_tok),
         }

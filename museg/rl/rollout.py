@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["forward_inputs", "cut_at_tokens", "VIDEO_KEYS"]
+__all__ = ["forward_inputs", "cut_at_tokens", "drop_tokens", "VIDEO_KEYS"]
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
@@ -42,6 +42,33 @@ def cut_at_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
     after = bad.long().cumsum(1) > 0
     rows = int((after & (mask > 0)).any(1).sum())
     return ids.masked_fill(after, pad), mask.masked_fill(after, 0), rows
+
+
+def drop_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
+                pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Delete every token of ``bad_ids`` from the completions, keeping the rest (shifted left).
+
+    MUSEG's trainer removes a sampled ``<|video_pad|>`` from a completion before the teacher-forced
+    forward (where it would be taken for a vision placeholder) and trains on the remaining tokens.
+    Returns ``(ids, mask, number of rows changed)``; the width is kept.
+
+    >>> i, m, n = drop_tokens(torch.tensor([[4, 9, 5], [4, 5, 6]]), torch.ones(2, 3), [9], 0)
+    >>> i.tolist(), m.tolist(), n
+    ([[4, 5, 0], [4, 5, 6]], [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], 1)
+    """
+    bad = torch.zeros_like(ids, dtype=torch.bool)
+    for b in bad_ids:
+        bad |= ids == int(b)
+    bad &= mask > 0
+    if not bool(bad.any()):
+        return ids, mask, 0
+    keep = (mask > 0) & ~bad
+    out_ids, out_mask = torch.full_like(ids, pad), torch.zeros_like(mask)
+    for r in range(ids.shape[0]):
+        row = ids[r][keep[r]]
+        out_ids[r, :row.shape[0]] = row
+        out_mask[r, :row.shape[0]] = 1
+    return out_ids, out_mask, int(bad.any(1).sum())
 
 
 def forward_inputs(

@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["VLLMRollout", "VLLMNotInstalledError", "hf_to_vllm_names"]
+__all__ = ["VLLMRollout", "VLLMNotInstalledError", "hf_to_vllm_names", "sampling_kwargs",
+           "engine_max_model_len"]
 
 
 class VLLMNotInstalledError(ImportError):
@@ -71,6 +72,28 @@ def hf_to_vllm_names(named: Any) -> Any:
         yield name, tensor
 
 
+def engine_max_model_len(cfg: Any) -> int:
+    """vLLM's ``max_model_len``: ``train.max_total_length`` (MUSEG: 4096, prompt + completion)
+    when set, else ``rollout.max_model_len``."""
+    total = cfg.train.max_total_length
+    return int(total if total is not None else cfg.rollout.max_model_len)
+
+
+def sampling_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int,
+                    seed: int | None, do_sample: bool = True) -> dict[str, Any]:
+    """Keyword arguments of the ``vllm.SamplingParams`` of one rollout request.
+
+    ``max_new_tokens`` is the trainer's per-prompt budget (:func:`museg.rl.step.completion_budget`:
+    at most ``max_total_length - prompt tokens``), so vLLM and HF rollouts cut at the same length.
+
+    >>> sampling_kwargs(1, 0.9, 1.0, 1096, 7)["max_tokens"], sampling_kwargs(1, 0.9, 1.0, 8, 2**40)["seed"]
+    (1096, 0)
+    """
+    return {"n": int(n), "temperature": float(temperature) if do_sample else 0.0,
+            "top_p": float(top_p), "top_k": -1, "max_tokens": int(max_new_tokens),
+            "seed": None if seed is None else int(seed) % (2**31)}
+
+
 class VLLMRollout:
     """Callable with the signature of ``generate_completions`` (+ ``prompt_text``, ``video``)."""
 
@@ -87,7 +110,7 @@ class VLLMRollout:
             model=str(model_path),
             tensor_parallel_size=int(r.get("tensor_parallel_size", 1)),
             gpu_memory_utilization=float(r.get("gpu_memory_utilization", 0.5)),
-            max_model_len=int(r.get("max_model_len", 8192)),
+            max_model_len=engine_max_model_len(cfg),
             distributed_executor_backend="external_launcher",
             dtype=str(cfg.model.get("dtype", "bfloat16")),
             seed=rank,
@@ -100,7 +123,8 @@ class VLLMRollout:
                  max_new_tokens: int, do_sample: bool = True, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int | None = None, prompt_text: str | None = None,
                  video: Any = None, seeds: list[int] | None = None, **_: Any) -> VLLMOutput:
-        from museg.model.generate import eos_token_ids, truncate_at_eos
+        from museg.model.generate import truncate_at_eos
+        from museg.rl.sampling import training_eos_ids
 
         if prompt_text is None or video is None:
             raise ValueError("VLLMRollout needs prompt_text and video (the trainer passes both)")
@@ -116,8 +140,7 @@ class VLLMRollout:
         }
         def params(n: int, s: int | None):
             return self._vllm.SamplingParams(
-                n=n, temperature=float(temperature) if do_sample else 0.0, top_p=float(top_p),
-                top_k=-1, max_tokens=int(max_new_tokens), seed=None if s is None else int(s) % (2**31))
+                **sampling_kwargs(n, temperature, top_p, max_new_tokens, s, do_sample))
 
         if seeds is not None:
             if len(seeds) != int(num_generations):
@@ -129,11 +152,11 @@ class VLLMRollout:
             completions = self.llm.generate([request], params(int(num_generations), seed),
                                             use_tqdm=False)[0].outputs
         tok = processor.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos_token_ids(tok)[-1]
+        pad = tok.pad_token_id if tok.pad_token_id is not None else training_eos_ids(tok)[-1]
         rows = [list(o.token_ids) or [pad] for o in completions]
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
-        ids, mask, _ = truncate_at_eos(ids, eos_token_ids(tok), pad)
+        ids, mask, _ = truncate_at_eos(ids, training_eos_ids(tok), pad)
         lengths = [len(r) for r in rows]
         for i, n in enumerate(lengths):  # padding added here is not part of the completion
             mask[i, n:] = 0

@@ -24,7 +24,30 @@ from collections.abc import Mapping, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-__all__ = ["SeededGumbelSampler", "top_p_filter", "sample_completions"]
+__all__ = ["SeededGumbelSampler", "top_p_filter", "sample_completions", "cap_rows", "training_eos_ids"]
+
+
+def training_eos_ids(tokenizer) -> list[int]:
+    """The token that ends a training completion: only ``tokenizer.eos_token_id`` (``<|im_end|>``
+    for Qwen2.5-VL), as MUSEG's trainer (TRL 0.15.1) masks completions; ``<|endoftext|>`` is an
+    ordinary token there."""
+    return [int(tokenizer.eos_token_id)]
+
+
+def cap_rows(ids: torch.Tensor, mask: torch.Tensor, caps: Sequence[int],
+             pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut row ``i`` after ``caps[i]`` tokens (mask 0 and ``pad`` from there on).
+
+    Sampling is autoregressive and seeded per row, so generating ``max(caps)`` tokens and cutting
+    row ``i`` at ``caps[i]`` gives exactly the tokens a call with ``max_new_tokens=caps[i]`` would.
+
+    >>> i, m = cap_rows(torch.tensor([[4, 5, 6], [7, 8, 9]]), torch.ones(2, 3), [1, 3], 0)
+    >>> i.tolist(), m.tolist()
+    ([[4, 0, 0], [7, 8, 9]], [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    """
+    pos = torch.arange(ids.shape[1]).unsqueeze(0)
+    keep = pos < torch.as_tensor([int(c) for c in caps]).unsqueeze(1)
+    return ids.masked_fill(~keep, pad), mask.masked_fill(~keep, 0)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -85,20 +108,29 @@ def sample_completions(
     processor,
     prompts: Sequence[Mapping[str, torch.Tensor]],
     seeds: Sequence[int],
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float = 1.0,
     top_p: float = 1.0,
+    eos_ids: Sequence[int] | None = None,
 ):
     """One sampled completion per row: ``prompts[i]`` (processor inputs of one prompt; the same
     mapping may repeat) continued with seed ``seeds[i]``. Returns a
-    :class:`museg.model.generate.Rollout` (rows in order, cut after the first EOS)."""
+    :class:`museg.model.generate.Rollout` (rows in order, cut after the first EOS).
+
+    ``max_new_tokens`` may be one cap per row (the trainer's prompt + completion budget);
+    ``eos_ids`` defaults to :func:`training_eos_ids`."""
     from museg.model.generate import Rollout, generation_config, truncate_at_eos
     from museg.rl.rollout import forward_inputs
 
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     tok = processor.tokenizer
-    cfg = generation_config(tok, 1, max_new_tokens, do_sample=False)
+    caps = [int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, int) else \
+        [int(c) for c in max_new_tokens]
+    if len(caps) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(caps)} max_new_tokens")
+    eos = list(eos_ids) if eos_ids is not None else training_eos_ids(tok)
+    cfg = generation_config(tok, 1, max(caps), do_sample=False, eos_ids=eos)
     pad = int(cfg.pad_token_id)
     device = next(model.parameters()).device
     n = len(prompts)
@@ -114,7 +146,12 @@ def sample_completions(
     finally:
         model.train(was_training)
     prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
-    ids, mask, is_eos = truncate_at_eos(seqs[:, prompt_ids.shape[1]:], cfg.eos_token_id, pad)
+    completions = seqs[:, prompt_ids.shape[1]:].cpu()
+    if min(caps) < completions.shape[1]:
+        completions, _ = cap_rows(completions, torch.ones_like(completions), caps, pad)
+    ids, mask, is_eos = truncate_at_eos(completions, cfg.eos_token_id, pad)
+    if min(caps) < ids.shape[1]:
+        ids, mask = cap_rows(ids, mask, caps, pad)
     texts = tok.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
                              skip_special_tokens=True)
     return Rollout(texts=texts, completion_ids=ids, completion_mask=mask, prompt_ids=prompt_ids,

@@ -40,12 +40,14 @@ import torch
 from museg.rl import distributed as D
 from museg.rl.advantages import group_advantages
 from museg.rl.batch import Slot, stable_seed
+from museg.rl.layout import BatchLayout
 from museg.rl.loss import completion_logps, grpo_loss
-from museg.rl.rollout import cut_at_tokens, forward_inputs
+from museg.rl.rollout import cut_at_tokens, drop_tokens, forward_inputs
 from museg.rl.timer import StepTimer
 
 __all__ = ["StepContext", "RunRollout", "GlobalStep", "PromptTooLongError", "rollout_step",
-           "gather_advantages", "optimize_step", "rollout_seed", "step_metrics", "completion_rows"]
+           "gather_advantages", "optimize_step", "rollout_seed", "step_metrics", "completion_rows",
+           "completion_budget"]
 
 
 class PromptTooLongError(ValueError):
@@ -69,6 +71,7 @@ class StepContext:
     generate: Callable[..., Any] | None = None  # rollout backend override (vLLM, scripted)
     rank: int = 0
     world_size: int = 1
+    layout: BatchLayout | None = None  # the step's batch layout (museg.rl.layout); set by train
 
 
 @dataclass
@@ -105,7 +108,20 @@ def rollout_seed(seed: int, step: int, position: int, generation: int) -> int:
     return stable_seed(seed, "rollout", step, position, generation)
 
 
-def _prompt_inputs(ctx: StepContext, slot: Slot) -> tuple[str, str, Any]:
+def completion_budget(prompt_tokens: int, max_completion_length: int,
+                      max_total_length: int | None) -> int:
+    """New tokens a prompt of ``prompt_tokens`` may get: MUSEG's vLLM caps prompt + completion at
+    ``max_model_len`` (4096) and the completion at ``max_tokens`` (4096).
+
+    >>> completion_budget(3000, 4096, 4096), completion_budget(3000, 512, 4096), completion_budget(10, 8, None)
+    (1096, 512, 8)
+    """
+    if max_total_length is None:
+        return int(max_completion_length)
+    return min(int(max_completion_length), int(max_total_length) - int(prompt_tokens))
+
+
+def _prompt_inputs(ctx: StepContext, slot: Slot) -> tuple[str, str, Any, int]:
     from museg.data.prompts import build_question
     from museg.model.inputs import build_prompt_text, build_video_inputs
 
@@ -120,24 +136,31 @@ def _prompt_inputs(ctx: StepContext, slot: Slot) -> tuple[str, str, Any]:
             f"{getattr(item.sample, 'source', '?')}: prompt is {n} tokens (video included) > "
             f"train.max_prompt_length={limit} (fix: lower video.total_pixels / video.max_frames "
             f"or raise train.max_prompt_length; prompts are never truncated)")
-    return question, text, inputs
+    cap = completion_budget(n, ctx.train.max_completion_length, ctx.train.max_total_length)
+    if cap < 1:
+        raise PromptTooLongError(
+            f"{getattr(item.sample, 'source', '?')}: prompt is {n} tokens (video included), no room "
+            f"left under train.max_total_length={ctx.train.max_total_length} (fix: lower "
+            f"video.total_pixels / video.max_frames or raise train.max_total_length)")
+    return question, text, inputs, cap
 
 
-def _generate(ctx: StepContext, slots: list[Slot], prepared: list[tuple[str, str, Any]],
+def _generate(ctx: StepContext, slots: list[Slot], prepared: list[tuple[str, str, Any, int]],
               step: int) -> list[Any]:
-    """Completions of each slot (rows = its generations); one HF call per micro-step."""
+    """Completions of each slot (rows = its generations); one HF call per micro-step. Each slot's
+    ``max_new_tokens`` is its prompt's :func:`completion_budget`."""
     from museg.rl.sampling import sample_completions
 
     t = ctx.train
-    kw = {"max_new_tokens": int(t.max_completion_length), "temperature": float(t.temperature),
-          "top_p": float(t.top_p)}
+    kw = {"temperature": float(t.temperature), "top_p": float(t.top_p)}
     seeds = [[rollout_seed(ctx.seed, step, s.position, g) for g in s.generations] for s in slots]
     if ctx.generate is not None:  # vLLM or a scripted backend: one call per slot
         out = []
-        for s, (_, text, inputs), sd in zip(slots, prepared, seeds, strict=True):
+        for s, (_, text, inputs, cap), sd in zip(slots, prepared, seeds, strict=True):
             with ctx.timer.phase("rollout"), ctx.autocast():
                 out.append(ctx.generate(
                     ctx.engine.module, ctx.processor, inputs, num_generations=len(sd),
+                    max_new_tokens=cap,
                     do_sample=True, seed=sd[0], seeds=sd, generation_indices=s.generations,
                     prompt_text=text, video=s.item.video, sample=s.item.sample, **kw))
         return out
@@ -145,9 +168,10 @@ def _generate(ctx: StepContext, slots: list[Slot], prepared: list[tuple[str, str
     for m in sorted({s.micro for s in slots}):
         idx = [i for i, s in enumerate(slots) if s.micro == m]
         rows = [prepared[i][2] for i in idx for _ in seeds[i]]
+        caps = [prepared[i][3] for i in idx for _ in seeds[i]]
         with ctx.timer.phase("rollout"), ctx.autocast():
             roll = sample_completions(ctx.engine.module, ctx.processor, rows,
-                                      [x for i in idx for x in seeds[i]], **kw)
+                                      [x for i in idx for x in seeds[i]], max_new_tokens=caps, **kw)
         start = 0
         for i in idx:
             n = len(seeds[i])
@@ -176,14 +200,15 @@ def rollout_step(ctx: StepContext, slots: list[Slot], step: int) -> list[RunRoll
     pad = ctx.processor.tokenizer.pad_token_id or 0
     vision_ids = [i for i in (getattr(ctx.processor, "video_token_id", None),
                               getattr(ctx.processor, "image_token_id", None)) if i is not None]
+    remove = drop_tokens if ctx.train.vision_token_in_completion == "delete" else cut_at_tokens
     out = []
-    for s, (question, _, inputs), roll in zip(slots, prepared, rolls, strict=True):
+    for s, (question, _, inputs, _), roll in zip(slots, prepared, rolls, strict=True):
         n = len(s.generations)
         if len(roll.texts) != n:
             raise RuntimeError(f"rollout backend returned {len(roll.texts)} completions, "
                                f"expected {n}")
-        ids, mask, _ = cut_at_tokens(roll.completion_ids.cpu().long(),
-                                     roll.completion_mask.cpu().float(), vision_ids, pad)
+        ids, mask, _ = remove(roll.completion_ids.cpu().long(), roll.completion_mask.cpu().float(),
+                              vision_ids, pad)
         width = max(1, int(mask.sum(1).max()) if mask.numel() else 1)
         ids, mask = ids[:, :width], mask[:, :width]
         with ctx.timer.phase("reward"):
@@ -198,7 +223,7 @@ def rollout_step(ctx: StepContext, slots: list[Slot], step: int) -> list[RunRoll
 def gather_advantages(ctx: StepContext, runs: list[RunRollout]) -> GlobalStep:
     """All-gather rewards (global completion order), group advantages, this rank's slice back."""
     t = ctx.train
-    g, pd = int(t.num_generations), int(t.per_device_train_batch_size)
+    g, pd = int(t.num_generations), ctx.layout.per_device
     w, r = ctx.world_size, ctx.rank
     a = len({x.slot.micro for x in runs})
     keys = sorted(runs[0].rewards)
@@ -252,11 +277,12 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
     beta = float(t.beta)
     loss_type = str(t.loss_type)
     pad = ctx.processor.tokenizer.pad_token_id or 0
+    lp_temp = float(t.temperature if t.logprob_temperature is None else t.logprob_temperature)
     micro = _micro_batches(runs, pad)
     n_micro = len(micro)
     ref_cache: dict[tuple[int, int], torch.Tensor] = {}
     old_cache: dict[tuple[int, int], torch.Tensor] = {}
-    sums = {"kl": 0.0, "clip": 0.0, "tokens": 0.0}
+    sums = {"kl": 0.0, "clip": 0.0, "tokens": 0.0, "seqs": 0.0}
     losses, norms, skipped = [], [], 0
     eng.model.train()
     for it in range(mu):
@@ -278,11 +304,11 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
                         with ctx.timer.phase("reference"), torch.no_grad(), ctx.reference() as ref:
                             with ctx.autocast():
                                 ref_cache[key] = completion_logps(
-                                    ref, batch, c_ids_d, float(t.temperature)).detach()
+                                    ref, batch, c_ids_d, lp_temp).detach()
                     ref_lp = ref_cache[key]
                 with ctx.timer.phase("policy"):
                     with ctx.autocast():
-                        logps = completion_logps(eng.model, batch, c_ids_d, float(t.temperature))
+                        logps = completion_logps(eng.model, batch, c_ids_d, lp_temp)
                     old = None
                     if mu > 1:
                         if it == 0:
@@ -302,7 +328,8 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
                     last = mi == n_micro - 1 and ci == len(chunks) - 1
                     eng.backward(scaled, last=last)
                 step_loss += float(scaled.detach())
-                sums["kl"] += st["kl"] * c_tok
+                sums["kl"] += st["kl"] * (e - s)  # per-sequence mean, then mean (MUSEG's log)
+                sums["seqs"] += e - s
                 sums["clip"] += st["clip_ratio"] * c_tok
                 sums["tokens"] += c_tok
         with ctx.timer.phase("optimizer"):
@@ -313,7 +340,7 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
     red = D.all_reduce_mean({"loss": losses[0], "loss_last_iter": losses[-1], **sums})
     tokens = max(red["tokens"], 1e-12)
     return {"loss": red["loss"], "loss_last_iter": red["loss_last_iter"],
-            "kl": red["kl"] / tokens, "clip_ratio": red["clip"] / tokens,
+            "kl": red["kl"] / max(red["seqs"], 1e-12), "clip_ratio": red["clip"] / tokens,
             "grad_norm": norms[-1], "skipped_updates": float(skipped)}
 
 

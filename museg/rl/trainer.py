@@ -49,10 +49,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from museg.data.prompts import template_from_cfg
 from museg.rl import checkpoint as ckpt
 from museg.rl import distributed as D
-from museg.rl.batch import StepBatcher, prompts_per_micro_step, steps_per_epoch
+from museg.rl.batch import StepBatcher, steps_per_epoch
 from museg.rl.engine import make_engine
+from museg.rl.layout import LayoutError, layout_from_cfg
 from museg.rl.logging import MetricsLogger
 from museg.rl.step import (
     StepContext,
@@ -152,9 +154,13 @@ def _build_models(cfg: Any, info: D.DistInfo):
     lora = m.get("lora")
     lora = dict(lora) if lora is not None and lora.get("enabled") else None
     policy, processor = load_model_and_processor(
-        path, dtype="float32", attention=m.get("attention", "auto"),
-        gradient_checkpointing=bool(m.get("gradient_checkpointing", False)), lora=lora,
-        freeze_vision=bool(m.get("freeze_vision", True)), device=info.device)
+        path, dtype="float32", attention=m.attention,
+        gradient_checkpointing=bool(m.gradient_checkpointing), lora=lora,
+        freeze_vision=bool(m.freeze_vision), device=info.device)
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    log.info("trainable parameters: %d of %d (vision tower %s)", trainable,
+             sum(p.numel() for p in policy.parameters()),
+             "frozen" if m.freeze_vision else "trained")
     ref = None
     if float(cfg.train.beta) != 0.0 and lora is None:
         ref = copy.deepcopy(policy)
@@ -219,10 +225,13 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
     samples = load_train_samples(cfg)
     g = int(t.num_generations)
     try:
-        per_micro = prompts_per_micro_step(int(t.per_device_train_batch_size), info.world_size, g)
-    except ValueError as e:
+        layout = layout_from_cfg(t, info.world_size)
+    except LayoutError as e:
         raise TrainError(str(e)) from None
-    prompts_per_step = per_micro * int(t.gradient_accumulation_steps)
+    per_micro, prompts_per_step = layout.prompts_per_micro_step, layout.prompts_per_step
+    log.info("batch: %d prompts (%d completions) per optimizer step = %d process(es) x %d "
+             "completions x %d micro-step(s)", prompts_per_step, layout.completions_per_step,
+             info.world_size, layout.per_device, layout.accumulation)
     if int(t.max_steps) > 0:
         total = int(t.max_steps)
     else:
@@ -230,12 +239,17 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
         if per_epoch < 1:
             raise TrainError(
                 f"{cfg.data.train_file}: {len(samples)} prompts < {prompts_per_step} prompts per "
-                f"optimizer step ({per_micro} per micro-step x {t.gradient_accumulation_steps} "
-                "accumulation steps) (fix: more data, smaller per_device_train_batch_size / "
-                "gradient_accumulation_steps, or set train.max_steps)")
+                f"optimizer step ({per_micro} per micro-step x {layout.accumulation} "
+                "accumulation steps) (fix: more data, smaller train.prompts_per_step, or set "
+                "train.max_steps)")
         total = int(t.num_train_epochs) * per_epoch
     mu = int(t.get("num_iterations", 1) or 1)
 
+    from museg.fingerprint import train_fingerprint
+    from museg.rl.resume import choose_checkpoint
+
+    fingerprint = train_fingerprint(cfg, resolve_model_path(cfg))  # run identity, in checkpoints
+    resume_from = choose_checkpoint(cfg, run_dir, fingerprint)  # intact and of this run, or refused
     policy, processor, ref, model_path = _build_models(cfg, info)
     from transformers import get_scheduler
 
@@ -246,7 +260,6 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
     scheduler = get_scheduler(str(t.lr_scheduler_type), optimizer,
                               num_warmup_steps=math.ceil(float(t.warmup_ratio) * updates),
                               num_training_steps=updates)
-    resume_from = ckpt.resolve_resume(cfg.get("resume", "auto"), run_dir)
     state: dict[str, Any] = {}
     deepspeed = bool(t.get("deepspeed"))
     if resume_from is not None and not deepspeed:
@@ -269,8 +282,8 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
                            history=state.get("history"))
     batcher = StepBatcher(samples, cfg.video, data_seed=int(t.data_seed),
                           shuffle=bool(cfg.data.get("shuffle", True)),
-                          per_device=int(t.per_device_train_batch_size), num_generations=g,
-                          accumulation=int(t.gradient_accumulation_steps), rank=info.rank,
+                          per_device=layout.per_device, num_generations=g,
+                          accumulation=layout.accumulation, rank=info.rank,
                           world_size=info.world_size, run_dir=run_dir,
                           cache_dir=cfg.paths.get("cache_dir"))
     if state:
@@ -286,19 +299,21 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None,
         from museg.rl.rollout_vllm import VLLMRollout
 
         vllm = VLLMRollout(cfg, model_path, processor, engine.module)
-    ctx = StepContext(train=t, reward=cfg.reward, template=str(cfg.stage.template),
+    ctx = StepContext(train=t, reward=cfg.reward, template=template_from_cfg(cfg.stage),
                       processor=processor, engine=engine,
                       reference=_reference_factory(cfg, ref, engine.module), timer=timer,
                       seed=seed, device=torch.device(info.device), autocast=autocast,
-                      generate=rollout_fn or vllm, rank=info.rank, world_size=info.world_size)
+                      generate=rollout_fn or vllm, rank=info.rank, world_size=info.world_size,
+                      layout=layout)
 
     def save(step: int) -> Path | None:
         data = {"consumed": consumed, "prompts_per_step": prompts_per_step,
-                "per_device_train_batch_size": int(t.per_device_train_batch_size),
+                "per_device_train_batch_size": layout.per_device,
                 "num_generations": g, "data_seed": int(t.data_seed),
                 "world_size": info.world_size}
         st = {"data": data, "wandb_id": logger.wandb_id, "history": logger.history,
               "nonfinite_streak": engine.guard.streak, "model_path": model_path,
+              "fingerprint": fingerprint,
               "failed_videos": sorted(batcher.failed_paths),
               "failed_video_errors": dict(sorted(batcher.failed_paths.items())),
               "videos_replaced": batcher.num_replaced}
