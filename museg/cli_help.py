@@ -139,7 +139,7 @@ def render_help(tasks: Mapping[str, str], config_path: str) -> str:
     for cmd, what in EXAMPLES:
         lines += [f"  # {what}", f"  {cmd}"]
     lines += ["",
-              "every key and its meaning: --cfg job (the composed config), museg/config.py "
+              "every key and its meaning: --cfg job (the composed config), museg/config/schema*.py "
               "(one docstring per key);",
               "a sweep: -m key=a,b (with --cfg job: each run's config); Hydra's own help: "
               "--hydra-help; README.md."]

@@ -40,7 +40,7 @@ def _override_key(override: str) -> str:
 
 def _user_overrides() -> list[str]:
     """The demo's own command-line overrides, forwarded to every child run (e.g. seed=1)."""
-    from museg.naming import current_overrides
+    from museg.config.naming import current_overrides
 
     skip = ("task", "experiment", "run_name", "run_dir", "init_from", "stage", "model.path")
     here = ("launcher", "hydra")  # children run inside this demo's job, never launched again
@@ -102,7 +102,7 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
 
     from museg.data.annotations import load_train_jsonl
     from museg.data.prompts import TEMPLATES, build_question
-    from museg.data.video import decode_video, video_spec_from_cfg
+    from museg.data.video import VideoFailure, VideoLoader, video_spec_from_cfg
     from museg.model import load_model_and_processor, model_path_from_cfg
     from museg.rl.warmup import WarmupExample, supervised_warmup, target_completion
 
@@ -123,12 +123,17 @@ def warmup_model(cfg: DictConfig, out_dir: Path) -> Path:
     examples = []
     from tqdm import tqdm
 
-    bar = tqdm(total=len({s.video_path for s in samples}), desc="warm-up videos", unit="video",
+    paths = list(dict.fromkeys(s.video_path for s in samples))
+    bar = tqdm(total=len(paths), desc="warm-up videos", unit="video",
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    for s in samples:
-        if s.video_path not in videos:
-            videos[s.video_path] = decode_video(s.video_path, spec, backend=cfg.video.backend)
+    # the shared video loop, decoding in-process as before (a failure stops the warm-up)
+    with VideoLoader(spec, backend=cfg.video.backend, timeout_s=None, memory_items=0) as loader:
+        for path, video in loader.iterate(paths):
+            if isinstance(video, VideoFailure):
+                raise video.error
+            videos[path] = video
             bar.update(1)
+    for s in samples:
         # both stage instructions: a tiny model does not generalise across instructions the way an
         # instruction-tuned Qwen2.5-VL does, and stage 2 switches instruction
         for template in (TEMPLATES["stage1"], TEMPLATES["stage2"]):
@@ -252,7 +257,7 @@ def _tvg_records(predictions: Path) -> list[dict]:
 
 def tvg_item_ious(predictions: Path) -> dict[str, float]:
     """Per-item tvg IoU of one evaluation's predictions file, keyed by item id."""
-    from museg.eval.score import record_ious
+    from museg.eval.metrics import record_ious
 
     records = _tvg_records(predictions)
     return dict(zip((str(r["item_id"]) for r in records), record_ious(records), strict=True))

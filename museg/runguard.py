@@ -259,7 +259,7 @@ def refusal_types() -> tuple[type[BaseException], ...]:
                                         RunIdentityError, DiskFullError, CheckpointError,
                                         RunLockedError]
     with contextlib.suppress(ImportError):
-        from museg.rl.trainer import TrainError
+        from museg.rl.builders import TrainError
 
         types.append(TrainError)
     return tuple(types)

@@ -47,7 +47,7 @@ def gather_ranks(cfg) -> dict:
     """Rank entry point: all-gather (rank, a value from cfg) over gloo, report the env."""
     import torch.distributed as dist
 
-    from museg.rl import distributed as D
+    from museg import dist as D
 
     info = D.init_distributed()
     mine = torch.tensor([float(info.rank), float(cfg.value)])
@@ -57,6 +57,20 @@ def gather_ranks(cfg) -> dict:
            "local_rank": int(os.environ["LOCAL_RANK"])}
     D.cleanup_distributed()
     return out
+
+
+def group_of_the_launcher(cfg) -> dict:
+    """Rank entry point under ``launcher.dist_backend=gloo``: the group exists before the task and
+    the task does not own it (the rank's launcher opened it and tears it down)."""
+    import torch.distributed as dist
+
+    from museg import dist as D
+
+    existed = D.is_distributed()
+    pg = D.open_process_group()
+    D.barrier()
+    return {"existed": existed, "owned": pg.owned, "backend": dist.get_backend(),
+            "world_size": pg.info.world_size}
 
 
 def fail_on_rank_one(cfg) -> int:

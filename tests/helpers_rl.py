@@ -88,7 +88,7 @@ def good_answer(solution: list[list[float]]) -> str:
 
 
 def _rollout(texts: list[str], processor):
-    from museg.model.generate import Rollout, eos_token_ids
+    from museg.generation.hf import Rollout, eos_token_ids
 
     tok = processor.tokenizer
     rows = [tok(t, add_special_tokens=False)["input_ids"] + [eos_token_ids(tok)[0]] for t in texts]
@@ -106,10 +106,10 @@ def _rollout(texts: list[str], processor):
 def oracle_mix_rollout(model, processor, inputs, num_generations, max_new_tokens, do_sample=True,
                        temperature=1.0, top_p=1.0, seed=None, seeds=None, generation_indices=None,
                        sample=None, **_: Any):
-    """Seeded HF samples (one seed per completion, :mod:`museg.rl.sampling`) with generation 0 of
+    """Seeded HF samples (one seed per completion, :mod:`museg.generation.seeded`) with generation 0 of
     each group replaced by a correct answer; independent of how a group is split over ranks."""
-    from museg.model.generate import Rollout
-    from museg.rl.sampling import sample_completions
+    from museg.generation.hf import Rollout
+    from museg.generation.seeded import sample_completions
 
     gens = list(generation_indices if generation_indices is not None else range(num_generations))
     seeds = list(seeds) if seeds is not None else [int(seed or 0) + g for g in gens]
@@ -158,7 +158,7 @@ def history_by_step(summary: dict) -> dict[int, dict]:
 
 def _primitives(out_dir: str) -> dict:
     """Exercise init/shard/all_gather_cat/all_reduce_mean/gather+broadcast objects on gloo."""
-    from museg.rl import distributed as D
+    from museg import dist as D
 
     info = D.init_distributed(device="cpu")
     mine = D.shard(list(range(6)), info.rank, info.world_size)
@@ -178,7 +178,7 @@ def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: s
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    from museg.rl import distributed as D
+    from museg import dist as D
     from museg.rl.trainer import train
 
     prims = _primitives(out_dir)
@@ -212,9 +212,9 @@ def batch_worker(rank: int, world_size: int, port: int, cfg_yaml: str, bad_path:
 
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from museg.rl import distributed as D
+    from museg import dist as D
     from museg.rl.batch import StepBatcher
-    from museg.rl.trainer import load_train_samples
+    from museg.rl.builders import load_train_samples
 
     D.init_distributed(device="cpu")
     cfg = OmegaConf.create(cfg_yaml)

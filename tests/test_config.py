@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from museg.config import validate
-from museg.naming import run_name_from_overrides, stage1_overrides
-from museg.run import compose_config, normalize_overrides, split_args
+from museg.config import compose_config, normalize_overrides, split_args, validate
+from museg.config.naming import run_name_from_overrides, stage1_overrides
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ["model", "stage", "reward", "data", "rollout", "benchmark", "launcher", "experiment"]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from helpers_eval import etbench_bench, eval_cfg, grounding_bench, read_jsonl
 
+from museg.eval.items import EvalError, eval_question, load_eval_items
 from museg.eval.predictions import read_predictions
-from museg.eval.runner import EvalError, eval_question, evaluate, load_eval_items
+from museg.eval.runner import evaluate
 
 
 class _NoModel:
@@ -43,7 +44,7 @@ def grounding_run(bench):
 @pytest.fixture(scope="module")
 def backend(bench):
     """A loaded tiny-model HF backend shared by the other tests (max_new_tokens 16)."""
-    from museg.eval.runner import HFBackend
+    from museg.generation.backends import HFBackend
 
     root, ann, vroot, _, _ = bench
     return HFBackend(eval_cfg(root / "unused", ann, vroot, max_new_tokens=16))
@@ -174,8 +175,8 @@ def test_question_templates():
 
 
 def test_vllm_backend_missing_gives_one_clear_error(bench, tmp_path):
-    from museg.eval.runner import make_backend
-    from museg.eval.vllm_backend import VLLMUnavailableError
+    from museg.generation.backends import make_backend
+    from museg.generation.vllm import VLLMNotInstalledError
 
     pytest.importorskip("torch")
     try:
@@ -186,7 +187,7 @@ def test_vllm_backend_missing_gives_one_clear_error(bench, tmp_path):
         pass
     root, ann, vroot, _, _ = bench
     cfg = eval_cfg(tmp_path / "r", ann, vroot, backend="vllm")
-    with pytest.raises(VLLMUnavailableError, match="eval.backend=vllm needs vllm") as e:
+    with pytest.raises(VLLMNotInstalledError, match="eval.backend=vllm needs vllm") as e:
         make_backend(cfg)
     assert "\n" not in str(e.value) and "eval.backend=hf" in str(e.value)
 

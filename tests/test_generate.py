@@ -6,16 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from museg.generation.hf import (
+    eos_token_ids,
+    generate,
+    generate_completions,
+    generation_config,
+    truncate_at_eos,
+)
 from museg.model import (
     build_prompt_text,
     build_tiny_model,
     build_video_inputs,
-    generate,
-    generate_completions,
     load_model_and_processor,
-    truncate_at_eos,
 )
-from museg.model.generate import eos_token_ids, generation_config
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import os
 import signal
 
 import pytest
-from helpers_launch import fail_on_rank_one, gather_ranks
+from helpers_launch import fail_on_rank_one, gather_ranks, group_of_the_launcher
 from omegaconf import OmegaConf
 
 from museg.launch.environment import DIST_VARS, in_submitit_job
@@ -70,7 +70,7 @@ def test_submitit_task_exports_torch_distributed_and_records_the_job(tmp_path, s
 
 
 def test_preemption_signal_checkpoints_then_requeues_through_submitit(tmp_path, submitit_task):
-    from museg.rl.trainer import checkpoint_requested, clear_checkpoint_request
+    from museg.rl.checkpoint_request import checkpoint_requested, clear_checkpoint_request
 
     sig = preemption_signal()
     steps = []
@@ -139,6 +139,11 @@ def test_local_launcher_two_gloo_processes(tmp_path):
     assert "RANK" not in os.environ
 
 
+def test_local_launcher_with_a_backend_owns_the_process_group():
+    out = launch_local(group_of_the_launcher, OmegaConf.create({}), nproc=2, backend="gloo")
+    assert out == {"existed": True, "owned": False, "backend": "gloo", "world_size": 2}
+
+
 @pytest.mark.slow
 def test_local_launcher_reports_the_failing_rank():
     with pytest.raises(LocalLaunchError, match="rank 1 failed: ValueError: rank one is broken"):
@@ -163,7 +168,7 @@ def test_local_dry_run_prints_per_rank_commands(tmp_path, capsys):
 
 
 def test_wandb_settings_group_job_type_tags(monkeypatch):
-    from museg.run import compose_config
+    from museg.config import compose_config
 
     cfg = compose_config(["launcher=slurm", "model=7b", "stage=2", "experiment_name=rw_sweep",
                           "reward.weights.format=0.5", "wandb.tags=[paper]"])

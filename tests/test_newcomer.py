@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from museg.cli_help import config_groups, render_help, sweep_runs, task_lines
+from museg.config import CONFIG_PATH, TASKS, compose_config
 from museg.data.layout import first_existing
 from museg.demo_progress import PhaseClock, _Relay
 from museg.model.checkpoint_info import (
@@ -21,7 +22,6 @@ from museg.model.checkpoint_info import (
     choose_model_settings,
     read_checkpoint_info,
 )
-from museg.run import CONFIG_PATH, TASKS, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from helpers_rl import scripted_rollout, tiny_train_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from museg.config import compose_config
 from museg.rl.layout import LayoutError, batch_layout
-from museg.run import compose_config
 
 # ---------------------------------------------------------------------------- plan
 
@@ -223,7 +223,7 @@ def test_trainer_passes_the_logprob_temperature(tmp_path, monkeypatch, logprob_t
 
 
 def test_completion_budget_and_vllm_request():
-    from museg.rl.rollout_vllm import engine_max_model_len, sampling_kwargs
+    from museg.generation.vllm import engine_max_model_len, sampling_kwargs
     from museg.rl.step import completion_budget
 
     cfg = compose_config(["model=7b"])
@@ -260,14 +260,14 @@ def test_hf_rollout_caps_each_row_like_a_separate_call(tmp_path):
     """Generating max(caps) tokens and cutting row i at caps[i] == a call with caps[i]."""
     from museg.data.sources import materialize_synthetic
     from museg.data.video import decode_video, video_spec_from_cfg
+    from museg.dist import DistInfo
+    from museg.generation.seeded import sample_completions
     from museg.model.inputs import build_prompt_text, build_video_inputs
-    from museg.rl.distributed import DistInfo
-    from museg.rl.sampling import sample_completions
-    from museg.rl.trainer import _build_models, load_train_samples
+    from museg.rl.builders import build_models, load_train_samples
 
     cfg = tiny_train_cfg(tmp_path)
     materialize_synthetic(cfg)
-    model, processor, _, _ = _build_models(cfg, DistInfo())
+    model, processor, _, _ = build_models(cfg, DistInfo())
     s = load_train_samples(cfg)[0]
     inputs = build_video_inputs(processor, [build_prompt_text(processor, s.problem)],
                                 [decode_video(s.video_path, video_spec_from_cfg(cfg.video))])
@@ -299,9 +299,9 @@ def test_recipe_trains_the_vision_tower_by_default():
 def test_training_eos_is_im_end_only_and_vision_tokens_are_deleted():
     from transformers import AutoProcessor
 
+    from museg.generation.hf import training_eos_ids
     from museg.model.tiny import build_tiny_model
-    from museg.rl.rollout import cut_at_tokens, drop_tokens
-    from museg.rl.sampling import training_eos_ids
+    from museg.rl.forward import cut_at_tokens, drop_tokens
 
     tok = AutoProcessor.from_pretrained(build_tiny_model()).tokenizer
     assert training_eos_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>")]

@@ -88,7 +88,7 @@ def test_suite_runs_benchmarks_into_subdirs_with_one_table(tmp_path):
              "thumos14": {"benchmark": "thumos14", "kind": "tal", "annotation": str(ann)},
              "perception_test": {"benchmark": "perception_test", "kind": "tal",
                                  "annotation": str(tmp_path / "absent.json")}}
-    from museg.eval.suite import run_suite
+    from museg.eval.runner import run_suite
 
     results = run_suite(cfg, benchmark_cfgs=nodes)
     assert set(results) == {"charades_sta", "thumos14"}
@@ -118,7 +118,7 @@ def test_suite_reads_conf_benchmark_group(tmp_path):
                                      "batch_size": 7, "suite": ["thumos14", "et_bench_subset"]}})
     try:
         subs = dict(suite_configs(cfg))
-    except Exception as e:  # resolvers come from museg.naming
+    except Exception as e:  # resolvers come from museg.config.naming
         pytest.fail(f"suite_configs failed: {e}")
     assert subs["thumos14"].eval.annotation == "/data/eval/thumos14.json"
     assert subs["thumos14"].eval.batch_size == 7

@@ -272,6 +272,31 @@ def test_registry_names():
     assert REWARD_FUNCTIONS["format"] is format_reward
 
 
+def test_a_registered_reward_is_scored_weighted_and_bound(monkeypatch):
+    from museg.rewards import registry
+
+    monkeypatch.setattr(registry, "REWARDS", dict(registry.REWARDS))
+    monkeypatch.setattr(registry, "REWARD_FUNCTIONS", dict(registry.REWARD_FUNCTIONS))
+
+    def length_reward(completions, solution=None, strict=False):
+        return [float(len(c)) for c in completions]
+
+    @registry.register_reward("length", length_reward)
+    def _length(c):
+        return float(len(c.text))
+
+    out = registry.compute_rewards(["ab", A("0-5")], [[[0, 5]]] * 2, {"length": 0.5, "format": 1.0})
+    assert out["length"] == [2.0, float(len(A("0-5")))]
+    assert out["format"] == [0.0, fmt(A("0-5"))]
+    assert out["total"] == [1.0, 0.5 * len(A("0-5")) + fmt(A("0-5"))]
+    (name, weight, fn), = registry.reward_functions_from_cfg({"weights": {"length": 2.0}})
+    assert (name, weight, fn.__name__, fn(["abc"], solution=[[[0, 1]]], task=["tvg"])) == \
+        ("length", 2.0, "length", [3.0])
+    with pytest.raises(ValueError, match="unknown options"):
+        registry.register_reward("other", length_reward, options=("fast",))
+    assert set(registry.REWARDS) == set(registry.REWARD_FUNCTIONS)
+
+
 def test_compute_rewards_raw_and_total():
     texts = [A("0-5", "0.0 5.0"), A("0-5", "nothing"), "junk", A("x")]
     gts = [[[0, 10]]] * 4

@@ -17,13 +17,15 @@ import torch
 from helpers_rl import scripted_rollout, tiny_train_cfg
 from safetensors.torch import load_file
 
+from museg.data.video import DecodeWorkerError
 from museg.rl.batch import (
-    DecodeWorkerError,
     prompts_per_micro_step,
     rank_runs,
     steps_per_epoch,
 )
-from museg.rl.trainer import StepRecord, TrainError, train
+from museg.rl.builders import TrainError
+from museg.rl.recipe import StepRecord
+from museg.rl.trainer import train
 
 
 @pytest.mark.parametrize(("pd", "world", "g"), [(1, 8, 8), (8, 1, 8), (4, 2, 8), (12, 2, 8),
@@ -70,14 +72,14 @@ def test_one_group_per_micro_step_matches_hand_written_grpo_step(tmp_path):
     each micro-step's sequence-mean loss / gradient_accumulation_steps) computed by hand."""
     from museg.data.prompts import build_question
     from museg.data.video import decode_video, video_spec_from_cfg
+    from museg.dist import DistInfo
     from museg.model.inputs import build_prompt_text, build_video_inputs
     from museg.rewards.registry import compute_rewards
     from museg.rl.advantages import group_advantages
     from museg.rl.batch import DataOrder
-    from museg.rl.distributed import DistInfo
+    from museg.rl.builders import build_models, load_train_samples
+    from museg.rl.forward import forward_inputs
     from museg.rl.loss import completion_logps, grpo_loss
-    from museg.rl.rollout import forward_inputs
-    from museg.rl.trainer import _build_models, load_train_samples
 
     g, accum = 4, 2
     cfg = tiny_train_cfg(tmp_path, train__max_steps=1, train__completions_every=0)
@@ -85,7 +87,7 @@ def test_one_group_per_micro_step_matches_hand_written_grpo_step(tmp_path):
     records: list[StepRecord] = []
     summary = train(cfg, on_step=records.append, rollout_fn=scripted_rollout)
 
-    policy, processor, _, _ = _build_models(cfg, DistInfo())
+    policy, processor, _, _ = build_models(cfg, DistInfo())
     samples = load_train_samples(cfg)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(cfg.train.learning_rate), weight_decay=0.0)
@@ -128,14 +130,14 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tmp_path):
 
     from museg.data.sources import materialize_synthetic
     from museg.data.video import decode_video, video_spec_from_cfg
+    from museg.dist import DistInfo
+    from museg.generation.seeded import SeededGumbelSampler, sample_completions
     from museg.model.inputs import build_prompt_text, build_video_inputs
-    from museg.rl.distributed import DistInfo
-    from museg.rl.sampling import SeededGumbelSampler, sample_completions
-    from museg.rl.trainer import _build_models, load_train_samples
+    from museg.rl.builders import build_models, load_train_samples
 
     cfg = tiny_train_cfg(tmp_path)
     materialize_synthetic(cfg)
-    model, processor, _, _ = _build_models(cfg, DistInfo())
+    model, processor, _, _ = build_models(cfg, DistInfo())
     samples = load_train_samples(cfg)[:2]
     spec = video_spec_from_cfg(cfg.video)
     inputs = [build_video_inputs(processor, [build_prompt_text(processor, s.problem)],

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers_eval import eval_cfg, grounding_bench
 
+from museg.config import check_overrides
 from museg.data.annotations import AnnotationError, load_grounding_eval, load_train_jsonl
-from museg.run import check_overrides
 from museg.runguard import (
     CLAIM_NAME,
     acquire_lock,

@@ -28,9 +28,11 @@ from safetensors.torch import load_file
 
 from museg.model.tiny import build_tiny_model
 from museg.rl.advantages import group_advantages
+from museg.rl.builders import build_models
 from museg.rl.checkpoint import latest_checkpoint
 from museg.rl.engine import NonFiniteError, PlainEngine
-from museg.rl.trainer import StepRecord, _build_models, train
+from museg.rl.recipe import StepRecord
+from museg.rl.trainer import train
 
 __all__ = ["tiny_train_cfg"]
 
@@ -100,13 +102,13 @@ def test_grpo_steps_end_to_end(tmp_path):
 
 
 def test_beta_zero_loads_no_reference(tmp_path):
-    from museg.rl.distributed import DistInfo
+    from museg.dist import DistInfo
 
     cfg = tiny_train_cfg(tmp_path, train__beta=0.0)
-    policy, _, ref, _ = _build_models(cfg, DistInfo())
+    policy, _, ref, _ = build_models(cfg, DistInfo())
     assert ref is None
     cfg2 = tiny_train_cfg(tmp_path, train__beta=0.04)
-    _, _, ref2, _ = _build_models(cfg2, DistInfo())
+    _, _, ref2, _ = build_models(cfg2, DistInfo())
     assert ref2 is not None and not any(p.requires_grad for p in ref2.parameters())
     assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(),
                                                   ref2.state_dict().values(), strict=True))
@@ -126,7 +128,7 @@ def test_preempt_and_resume_matches_uninterrupted(tmp_path):
     full = train(tiny_train_cfg(tmp_path / "a", train__max_steps=n, train__save_steps=100),
                  rollout_fn=oracle_mix_rollout)
 
-    from museg.rl.trainer import request_checkpoint
+    from museg.rl.checkpoint_request import request_checkpoint
 
     def stop_after_k(rec):
         if rec.step == k:

@@ -1,6 +1,6 @@
 """Up-front value and path checks: every listed value is refused before a model loads.
 
-:func:`value_problems` and :func:`path_problems` return :class:`museg.config.ConfigProblem` lists
+:func:`value_problems` and :func:`path_problems` return :class:`museg.config.problems.ConfigProblem` lists
 (``validate`` appends them), so a bad value is one line and exit code 2 from the pre-check, before
 Hydra creates a run directory and before any model is loaded. They cover what a type cannot say:
 positive counts and lengths, finite floats (``nan``/``inf``), probabilities in range, known names
@@ -8,7 +8,7 @@ positive counts and lengths, finite floats (``nan``/``inf``), probabilities in r
 SLURM client tools, and output paths that cannot hold a run directory (empty, a file,
 unwritable, a name too long, an ``experiment_name`` that would leave the output root).
 
-    >>> from museg.run import compose_config                          # doctest: +SKIP
+    >>> from museg.config import compose_config                         # doctest: +SKIP
     >>> [str(p) for p in value_problems(compose_config(["video.max_frames=0"]))]  # doctest: +SKIP
     ['video.max_frames: 0 < 1 (fix: set video.max_frames >= 1 or null)']
 """
@@ -21,6 +21,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from museg.config.problems import ConfigProblem
 
 __all__ = ["value_problems", "path_problems", "SCHEDULERS", "RESUME_CHOICES"]
 
@@ -54,8 +56,6 @@ def _num(x: Any) -> bool:
 
 def value_problems(cfg: Any) -> list:
     """Values that would fail minutes later (or pass silently and corrupt a run)."""
-    from museg.config import ConfigProblem
-
     out: list[ConfigProblem] = []
 
     def bad(key: str, problem: str, fix: str) -> None:
@@ -144,8 +144,6 @@ def value_problems(cfg: Any) -> list:
 
 
 def _synthetic_problems(cfg: Any) -> list:
-    from museg.config import ConfigProblem
-
     task = _sel(cfg, "task")
     uses = (task in ("train", "preflight", "plan") and _sel(cfg, "data.train_file") == "generated",
             task in ("eval", "preflight") and _sel(cfg, "eval.annotation") == "generated")
@@ -202,8 +200,6 @@ def _nearest_existing(p: Path) -> Path:
 
 def path_problems(cfg: Any, check_files: bool = True) -> list:
     """Run names and output paths (see module docstring); filesystem probes with ``check_files``."""
-    from museg.config import ConfigProblem
-
     out: list[ConfigProblem] = []
     for key in ("paths.output_root", "paths.data_root", "paths.video_root", "paths.cache_dir"):
         v = _sel(cfg, key)

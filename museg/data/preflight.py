@@ -4,7 +4,8 @@
 (``cfg.data.train_file``; with ``cfg.preflight.target=eval`` the benchmark annotation
 ``cfg.eval.annotation``), resolves each video against ``cfg.paths.video_root``, and for each unique
 video decodes exactly the frames the model will see (``museg.data.video.decode_video`` with the
-spec from ``cfg.video``, the configured backend and timeout). Results go to
+spec from ``cfg.video``, the configured backend and timeout; ``preflight.workers`` at a time
+through the shared loop :class:`museg.data.video.VideoLoader`). Results go to
 ``run_dir/manifest.jsonl`` one row per video, flushed as they come, so a killed preflight resumes
 where it stopped (rows already there are skipped). At the end it writes ``run_dir/summary.json``
 (missing / broken / timed-out videos, samples affected, duration mismatches, token-budget
@@ -30,7 +31,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,15 @@ from tqdm import tqdm
 from museg.data import preflight_report as R
 from museg.data.annotations import load_etbench, load_grounding_eval, load_train_jsonl
 from museg.data.prompts import build_question
+from museg.data.video import (
+    VideoError,
+    VideoLoader,
+    VideoNotFoundError,
+    VideoTimeoutError,
+    decode_video,
+    video_spec_from_cfg,
+)
+from museg.data.video.decode import check_path
 
 log = logging.getLogger(__name__)
 
@@ -141,24 +150,22 @@ def _read_manifest(path: Path) -> dict[str, dict]:
 
 def check_video(path: str, spec: Mapping[str, Any], backend: str, timeout_s: float | None) -> dict:
     """Decode the planned frames of one video; returns a manifest row (never raises)."""
-    from museg.data import video as V
-
     t0 = time.perf_counter()
     row: dict[str, Any] = {"path": path, "ok": False, "status": "ok", "error": None,
                            "backend": backend}
     try:
-        V.decode.check_path(path)
-    except V.VideoNotFoundError as e:
+        check_path(path)
+    except VideoNotFoundError as e:
         row.update(status="missing", error=e.cause)
         return row
-    except V.VideoError as e:  # symlink loop, a file used as a directory, name too long, ...
+    except VideoError as e:  # symlink loop, a file used as a directory, name too long, ...
         row.update(status="broken", error=e.cause)
         return row
     try:
-        dv = V.decode_video(path, spec, backend=backend, timeout_s=timeout_s)
-    except V.VideoTimeoutError as e:
+        dv = decode_video(path, spec, backend=backend, timeout_s=timeout_s)
+    except VideoTimeoutError as e:
         row.update(status="timeout", error=str(e))
-    except (V.VideoError, ValueError) as e:
+    except (VideoError, ValueError) as e:
         row.update(status="broken", error=f"{type(e).__name__}: {e}")
     except Exception as e:  # never let one odd file stop the scan; it is reported, not hidden
         log.warning("preflight: unexpected %s on %s: %s", type(e).__name__, path, e)
@@ -245,8 +252,6 @@ def summarize(refs: list[_Ref], rows: Mapping[str, dict], max_prompt_length: int
 def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, Any]:
     """Scan annotations + videos, write manifest.jsonl, summary.json and token_budget.png in
     ``cfg.run_dir``; returns the summary dict."""
-    from museg.data.video import video_spec_from_cfg
-
     t_start = time.perf_counter()
     run_dir = Path(str(cfg.run_dir)).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -285,11 +290,12 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
             or row["max_segment_end"] > dur + tolerance)
         return row
 
-    with open(manifest, "a", encoding="utf-8") as out, \
+    # the shared video loop, each video checked its own way (no frame cache: a verdict per file)
+    loader = VideoLoader(spec, backend, timeout, memory_items=0, workers=workers, fetch=run_one)
+    with open(manifest, "a", encoding="utf-8") as out, loader, \
             tqdm(total=len(videos), initial=len(videos) - len(todo), desc="preflight videos",
-                 unit="video", disable=None) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        for row in pool.map(run_one, todo):
+                 unit="video", disable=None) as bar:
+        for _, row in loader.iterate(todo, ahead=workers):
             out.write(json.dumps(row) + "\n")
             out.flush()
             rows[row["path"]] = row

@@ -40,10 +40,13 @@ from typing import Any
 
 import torch
 
-from museg.rewards.parsing import NUMBER_PATTERN, extract_answer_greedy
+from museg.rewards.parsing import NUMBER_PATTERN, extract_answer
 
 __all__ = [
     "THRESHOLDS",
+    "format_value",
+    "metric_output",
+    "record_ious",
     "MetricsError",
     "parse_answer_segments",
     "per_item_iou",
@@ -73,7 +76,7 @@ def parse_answer_segments(text: Any, extract: bool = True) -> list[list[float]]:
     ([[1.0, 2.0]], [])
     """
     try:
-        answer = extract_answer_greedy(text) if extract else text
+        answer = extract_answer(text) if extract else text
         numbers_found = NUMBER_PATTERN.findall(answer)
         if len(numbers_found) % 2:
             return []
@@ -277,3 +280,38 @@ def paired_gain(before: Sequence[float], after: Sequence[float], confidence: flo
                           method="percentile", random_state=np.random.default_rng(seed))
     return {"gain": mean, "low": float(res.confidence_interval.low),
             "high": float(res.confidence_interval.high), "n": int(diff.size)}
+
+
+def metric_output(record: dict) -> str:
+    """The completion text the grounding metrics see: the record's answer re-wrapped in tags.
+
+    Equivalent to the raw output under the exactly-one-pair rule, and works for reference files
+    that only kept the extracted answer.
+
+    >>> metric_output({"answer": "1.0-2.0"}), metric_output({"answer": ""})
+    ('<answer>1.0-2.0</answer>', '')
+    """
+    ans = record.get("answer") or ""
+    return f"<answer>{ans}</answer>" if ans else ""
+
+
+def record_ious(records: Sequence[dict]) -> list[float]:
+    """tvg IoU of each prediction record (first predicted vs first true segment), as the metrics see it.
+
+    >>> record_ious([{"answer": "0-5", "groundtruth": [[0, 10]]}, {"answer": "", "groundtruth": [[0, 1]]}])
+    [0.5, 0.0]
+    """
+    return [float(per_item_iou(r["groundtruth"], metric_output(r))) for r in records]
+
+
+def format_value(v: Any, scale: float = 100.0) -> str:
+    """A fraction as the paper prints it (×100, one decimal); ``-`` for missing.
+
+    >>> format_value(0.5974), format_value(None), format_value(float("nan"))
+    ('59.7', '-', 'nan')
+    """
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "-"
+    if math.isnan(v):
+        return "nan"
+    return f"{v * scale:.1f}"

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from museg.eval.report import THRESHOLDS, format_value
+from museg.eval.metrics import THRESHOLDS, format_value, record_ious
 
 __all__ = ["write_plots"]
 
@@ -38,8 +38,6 @@ def write_plots(run_dir: Path, kind: str, metrics: Mapping[str, Any],
     """Write the kind's plots into ``run_dir``; returns the file names written."""
     written: list[str] = []
     if kind == "tvg" and records:
-        from museg.eval.score import record_ious
-
         ious = record_ious(records)
         fig, ax = _figure()
         ax.hist(ious, bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")

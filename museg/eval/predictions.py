@@ -7,7 +7,8 @@ skip. :func:`load_prediction_file` reads either our file or the output json of t
 implementation (grounding: a list of annotation dicts with ``result.output`` plus a trailing stats
 dict; E.T. Bench: a list of annotation entries with ``a``) into one record shape::
 
-    {"item_id", "video", "output" (raw completion or None), "answer" (text inside <answer>),
+    {"item_id", "video", "output" (raw completion or None), "answer" (text inside <answer>,
+     :func:`museg.rewards.parsing.extract_answer`),
      "groundtruth", "error" (optional), "extra" (E.T. Bench annotation fields)}
 
 Example::
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PredictionFormatError",
     "PredictionWriter",
-    "extract_answer",
     "repair_predictions",
     "read_predictions",
     "finished_ids",
@@ -42,27 +41,8 @@ __all__ = [
     "records_in_order",
 ]
 
-_ANSWER_RE = re.compile(r"<answer>(.*)</answer>", re.DOTALL)
-
-
 class PredictionFormatError(ValueError):
     """A predictions file that is neither ours nor the reference implementation's output."""
-
-
-def extract_answer(text: str | None) -> str:
-    """Text inside exactly one ``<answer>...</answer>`` pair (stripped), else ``''``.
-
-    >>> extract_answer("<think>x</think><answer> 1.0-2.5 </answer>")
-    '1.0-2.5'
-    >>> extract_answer("<answer>1-2</answer><answer>3-4</answer>")
-    ''
-    >>> extract_answer("no tags"), extract_answer(None)
-    ('', '')
-    """
-    if not text or text.count("<answer>") != 1 or text.count("</answer>") != 1:
-        return ""
-    m = _ANSWER_RE.search(text)
-    return m.group(1).strip() if m else ""
 
 
 class PredictionWriter:

@@ -24,19 +24,24 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import museg
+from museg.data.prompts import TEMPLATES
+from museg.data.video import plan as P
+from museg.eval.cfg import cfg_get
+from museg.eval.metrics import format_value
+from museg.eval.plots import write_plots
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_COLUMNS", "collect_settings", "model_revision", "repo_commit", "paper_table",
-           "metrics_table", "rows_table", "write_report", "etbench_avg", "format_value"]
+           "metrics_table", "rows_table", "write_report", "etbench_avg"]
 
-THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
 _ET = ("ref_acc", "gnd_f1", "cap_f1", "com_rec")
 
 #: (column title, benchmark, metric key) in the paper's order.
@@ -126,15 +131,10 @@ def _file_sha256(path: str | None) -> str | None:
 def _effective_spec(spec: Mapping | None) -> dict:
     """The frame spec as given plus the planner defaults used for keys it leaves unset."""
     out: dict[str, Any] = dict(spec or {})
-    try:
-        from museg.data.video import plan as P
-
-        defaults = {"fps": P.DEFAULT_FPS, "min_frames": P.DEFAULT_MIN_FRAMES,
-                    "max_frames": f"min({P.DEFAULT_MAX_FRAMES}, total_frames)",
-                    "min_pixels": P.VIDEO_MIN_PIXELS, "max_pixels": P.VIDEO_MAX_PIXELS,
-                    "total_pixels": P.VIDEO_TOTAL_PIXELS, "frame_factor": P.FRAME_FACTOR}
-    except (ImportError, AttributeError):
-        defaults = {}
+    defaults = {"fps": P.DEFAULT_FPS, "min_frames": P.DEFAULT_MIN_FRAMES,
+                "max_frames": f"min({P.DEFAULT_MAX_FRAMES}, total_frames)",
+                "min_pixels": P.VIDEO_MIN_PIXELS, "max_pixels": P.VIDEO_MAX_PIXELS,
+                "total_pixels": P.VIDEO_TOTAL_PIXELS, "frame_factor": P.FRAME_FACTOR}
     if spec is not None:
         for k, v in defaults.items():
             if out.get(k) is None:  # None means "not given": the planner default applies
@@ -147,9 +147,6 @@ def collect_settings(cfg: Any, model_path: str | None = None, video_spec: Mappin
     """Every setting that affects the numbers, for ``results.json``."""
     import torch
     import transformers
-
-    import museg
-    from museg.eval.runner import cfg_get
 
     s: dict[str, Any] = {
         "benchmark": cfg_get(cfg, "eval.benchmark"),
@@ -169,12 +166,7 @@ def collect_settings(cfg: Any, model_path: str | None = None, video_spec: Mappin
     if with_model:
         path = model_path or cfg_get(cfg, "model.path")
         template = cfg_get(cfg, "eval.template")
-        try:
-            from museg.data.prompts import TEMPLATES
-
-            template_text = TEMPLATES.get(template, template) if template else template
-        except ImportError:
-            template_text = template
+        template_text = TEMPLATES.get(template, template) if template else template
         s.update({
             "model": {"name": cfg_get(cfg, "model.name"), "dtype": cfg_get(cfg, "model.dtype"),
                       "attention": cfg_get(cfg, "model.attention"), **model_revision(path)},
@@ -204,19 +196,6 @@ def etbench_avg(metrics: Mapping[str, Any]) -> float | None:
     if any(not isinstance(v, int | float) for v in vals):
         return None
     return round(sum(vals) / 4, 12)
-
-
-def format_value(v: Any, scale: float = 100.0) -> str:
-    """A fraction as the paper prints it (×100, one decimal); ``-`` for missing.
-
-    >>> format_value(0.5974), format_value(None), format_value(float("nan"))
-    ('59.7', '-', 'nan')
-    """
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return "-"
-    if math.isnan(v):
-        return "nan"
-    return f"{v * scale:.1f}"
 
 
 def _with_avg(bench: str, m: Mapping[str, Any]) -> dict:
@@ -327,8 +306,6 @@ def write_report(run_dir: str | Path, benchmark: str, kind: str, metrics: Mappin
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = _with_avg(benchmark or "", metrics)
     try:
-        from museg.eval.plots import write_plots
-
         plots = write_plots(run_dir, kind, metrics, records)
     except Exception as e:  # a plot must never lose the numbers
         log.warning("plots skipped: %s: %s", type(e).__name__, e)

@@ -1,20 +1,24 @@
-"""Benchmark inference runner: batched, resumable evaluation of one benchmark config.
+"""Benchmark inference runner: the loop of a batched, resumable evaluation.
 
-``evaluate(cfg)`` loads the benchmark items (``cfg.eval.kind``: ``tvg``/``tal`` grounding json, or
-``etbench``), runs greedy batched inference (HF backend, or vLLM with ``cfg.eval.backend=vllm``),
-appends every finished item to ``cfg.run_dir/predictions.jsonl`` (flushed + fsynced; a restarted run
-skips finished items), then computes the metrics and writes ``results.json``, ``results.md`` and plots.
+``evaluate(cfg)`` (``task=eval``) runs one benchmark (``cfg.eval.kind``: ``tvg``/``tal`` grounding
+json, or ``etbench``), or with ``eval.kind=suite`` / ``eval.benchmark=all`` every benchmark of the
+suite (:func:`run_suite`, configs from :mod:`museg.eval.suite`). A benchmark's items
+(:mod:`museg.eval.items`) are answered greedily in batches (``cfg.eval.backend``: HF or vLLM,
+:mod:`museg.generation.backends`), every finished item appended to
+``cfg.run_dir/predictions.jsonl`` (flushed + fsynced; a restarted run skips finished items); then
+the metrics (:mod:`museg.eval.score`) and ``results.json``, ``results.md`` and plots
+(:mod:`museg.eval.report`). Data flows one way: this module imports those, none imports it.
 
 Example::
 
-    from omegaconf import OmegaConf
     from museg.eval.runner import evaluate
     metrics = evaluate(cfg)   # cfg composed by museg.run with task=eval benchmark=charades_sta
     print(metrics["miou"])
 
-Videos that fail to decode are recorded with an ``error`` field and an empty answer (they count as
-wrong); ``cfg.video.on_failure=fail`` raises instead. Consecutive items on the same video reuse the
-decoded frames through :class:`museg.data.video.FrameCache`.
+Videos come through :class:`museg.data.video.VideoLoader` (the next ``video.prefetch`` batches
+decode in the background; consecutive items on one video reuse the decoded frames). A video that
+fails to decode is recorded with an ``error`` field and an empty answer (it counts as wrong, and
+is listed in ``settings.failed_videos``); ``cfg.video.on_failure=fail`` raises instead.
 """
 
 from __future__ import annotations
@@ -23,185 +27,45 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from museg.data.prompts import template_from_cfg
+from museg.data.video import VideoError, VideoFailure, VideoLoader
+from museg.eval.cfg import cfg_get, plain
+from museg.eval.items import (
+    EvalError,
+    check_videos_exist,
+    eval_question,
+    eval_video_spec,
+    load_eval_items,
+)
+from museg.eval.metrics import parse_answer_segments
 from museg.eval.predictions import (
     PredictionWriter,
-    extract_answer,
     finished_ids,
     read_predictions,
 )
+from museg.eval.report import collect_settings, write_report
+from museg.eval.score import compute_metrics
+from museg.eval.suite import SharedBackend, suite_configs, write_suite_report
+from museg.fingerprint import file_identity, model_identity
+from museg.generation.backends import Backend, make_backend
+from museg.launch.tracking import log_final_metrics
+from museg.model.load import model_path_from_cfg
+from museg.rewards.parsing import extract_answer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalError", "evaluate", "load_eval_items", "eval_question", "eval_video_spec",
-           "make_backend", "HFBackend", "cfg_get"]
+__all__ = ["evaluate", "evaluate_benchmark", "run_inference", "run_suite"]
 
 
 #: Abort when this many videos failed before any decoded (a wrong video root, a broken decoder).
 _ABORT_AFTER_FAILURES = 8
-
-
-class EvalError(RuntimeError):
-    """A configuration or resume problem of an evaluation run (one-line message with the fix)."""
-
-
-class Backend(Protocol):
-    name: str
-    model_path: str
-
-    def generate(self, questions: Sequence[str], videos: Sequence[Any]) -> list[str]: ...
-
-
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg.a.b.c`` for a dotted ``key`` on DictConfig/dict, or ``default`` if missing/None.
-
-    >>> cfg_get({"eval": {"limit": None, "kind": "tvg"}}, "eval.kind")
-    'tvg'
-    >>> cfg_get({"eval": {"limit": None}}, "eval.limit", 5), cfg_get({}, "x.y", 1)
-    (5, 1)
-    """
-    node = cfg
-    for part in key.split("."):
-        if node is None:
-            return default
-        try:
-            node = node.get(part) if isinstance(node, Mapping | DictConfig) else getattr(node, part)
-        except Exception:  # missing interpolation, attribute error
-            return default
-    return default if node is None else node
-
-
-def _plain(x: Any) -> Any:
-    return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) else x
-
-
-# ---------------------------------------------------------------------------------------- inputs
-def load_eval_items(cfg: Any) -> list:
-    """Benchmark items for ``cfg.eval`` (kind tvg/tal/etbench), truncated to ``cfg.eval.limit``."""
-    from museg.data.annotations import load_etbench, load_grounding_eval
-
-    kind = cfg_get(cfg, "eval.kind")
-    ann = cfg_get(cfg, "eval.annotation")
-    root = cfg_get(cfg, "eval.video_root") or cfg_get(cfg, "paths.video_root", "")
-    on_bad = cfg_get(cfg, "data.on_bad_record", "fail")
-    if not ann:
-        raise EvalError("eval.annotation is not set (fix: benchmark=<name> or eval.annotation=PATH)")
-    if not Path(ann).exists():
-        raise EvalError(f"{ann}: annotation file not found (fix: set eval.annotation or "
-                        "paths.data_root)")
-    if kind in ("tvg", "tal", "mixed"):
-        items = load_grounding_eval(ann, root, on_bad_record=on_bad)
-    elif kind == "etbench":
-        items = load_etbench(ann, root, on_bad_record=on_bad, subset=cfg_get(cfg, "eval.subset"))
-    else:
-        raise EvalError(f"eval.kind={kind!r} is not one of tvg, tal, mixed, etbench")
-    limit = cfg_get(cfg, "eval.limit")
-    if limit is not None:
-        items = items[: int(limit)]
-    ids = [it.item_id for it in items]
-    if len(set(ids)) != len(ids):
-        raise EvalError(f"{ann}: item ids are not unique; cannot resume safely")
-    return items
-
-
-def check_videos_exist(cfg: Any, items: Sequence) -> None:
-    """Raise :class:`EvalError` (one line naming the video root and the first missing path) when
-    not one video of ``items`` exists: a wrong video root, not a few broken files."""
-    paths = list(dict.fromkeys(it.video_path for it in items))
-    if not paths or any(os.path.exists(p) for p in paths):
-        return
-    key = "eval.video_root" if cfg_get(cfg, "eval.video_root") else "paths.video_root"
-    raise EvalError(f"none of the {len(paths)} videos of benchmark={cfg_get(cfg, 'eval.benchmark')} "
-                    f"exists under {key}={cfg_get(cfg, key)} (first missing: {paths[0]}; fix: set "
-                    f"{key} to the folder holding the annotation's video paths, "
-                    f"e.g. {items[0].video})")
-
-
-def eval_question(template: str | None, problem: str) -> str:
-    r"""The prompt question: ``template`` is a name in ``prompts.TEMPLATES``, text with
-    ``{problem}``, or an instruction appended after the question on a new line.
-
-    >>> eval_question("Answer in <answer></answer>.", "When?")
-    'When?\nAnswer in <answer></answer>.'
-    >>> eval_question("", "When?")
-    'When?'
-    """
-    from museg.data.prompts import TEMPLATES, build_question
-
-    if not template:
-        return problem
-    text = TEMPLATES.get(template, template)
-    if "{problem}" not in text:  # an instruction to append
-        return f"{problem}\n{text}"
-    return build_question(text, problem)
-
-
-def eval_video_spec(cfg: Any) -> dict:
-    """Frame-sampling spec for evaluation (``cfg.eval.video``; MUSEG: fps 2, 16·28·28 min pixels)."""
-    from museg.data.video import video_spec_from_cfg
-
-    return dict(video_spec_from_cfg(cfg_get(cfg, "eval.video", {})))
-
-
-# -------------------------------------------------------------------------------------- backends
-class HFBackend:
-    """Transformers ``generate`` on the current device (CPU or one GPU)."""
-
-    name = "hf"
-
-    def __init__(self, cfg: Any) -> None:
-        import torch
-
-        from museg.model.load import load_model_and_processor, model_path_from_cfg
-
-        self.model_path = str(model_path_from_cfg(cfg.model))
-        self.model, self.processor = load_model_and_processor(
-            self.model_path, dtype=cfg_get(cfg, "model.dtype", "bfloat16"),
-            attention=cfg_get(cfg, "model.attention", "auto"),
-            device="cuda" if torch.cuda.is_available() else None)
-        self.model.eval()
-        self.do_sample = bool(cfg_get(cfg, "eval.do_sample", False))
-        self.max_new_tokens = int(cfg_get(cfg, "eval.max_new_tokens", 512))
-
-    def generate(self, questions: Sequence[str], videos: Sequence[Any]) -> list[str]:
-        import torch
-
-        from museg.model.generate import generate_completions
-        from museg.model.inputs import build_prompt_text, build_video_inputs
-
-        texts = [build_prompt_text(self.processor, q) for q in questions]
-        inputs = build_video_inputs(self.processor, texts, list(videos))
-        with torch.inference_mode():
-            out = generate_completions(self.model, self.processor, inputs, num_generations=1,
-                                       do_sample=self.do_sample,
-                                       max_new_tokens=self.max_new_tokens)
-        texts_out = list(out.texts if hasattr(out, "texts") else out)
-        if len(texts_out) != len(questions):
-            raise EvalError(f"backend returned {len(texts_out)} completions for "
-                            f"{len(questions)} prompts")
-        return texts_out
-
-
-def make_backend(cfg: Any) -> Backend:
-    """The inference backend named by ``cfg.eval.backend`` (``hf`` or ``vllm``)."""
-    name = cfg_get(cfg, "eval.backend", "hf")
-    if name == "hf":
-        return HFBackend(cfg)
-    if name == "vllm":
-        from museg.eval.vllm_backend import VLLMBackend
-
-        return VLLMBackend(cfg)
-    raise EvalError(f"eval.backend={name!r} is not one of hf, vllm")
 
 
 # --------------------------------------------------------------------------------------- running
@@ -217,7 +81,7 @@ def _settings_fingerprint(cfg: Any, spec: Mapping) -> dict:
         "dtype": cfg_get(cfg, "model.dtype"),
         "do_sample": bool(cfg_get(cfg, "eval.do_sample", False)),
         "max_new_tokens": cfg_get(cfg, "eval.max_new_tokens"),
-        "video": {k: _plain(v) for k, v in sorted(spec.items())},
+        "video": {k: plain(v) for k, v in sorted(spec.items())},
         "decode_backend": cfg_get(cfg, "video.backend"),
         **_identity(cfg),
     }
@@ -225,8 +89,6 @@ def _settings_fingerprint(cfg: Any, spec: Mapping) -> dict:
 
 def _identity(cfg: Any) -> dict:
     """Data and model identity (museg.fingerprint): annotation size + sha256, model files."""
-    from museg.fingerprint import file_identity, model_identity
-
     ann = cfg_get(cfg, "eval.annotation")
     info = file_identity(ann) if ann else {}
     return {"annotation_size": info.get("size"), "annotation_sha256": info.get("sha256"),
@@ -257,8 +119,6 @@ def _record(item: Any, kind: str, output: str, error: str | None = None) -> dict
     rec = {"item_id": item.item_id, "kind": kind, "video": item.video, "output": output,
            "answer": extract_answer(output), "groundtruth": item.groundtruth}
     if kind in ("tvg", "tal", "mixed"):
-        from museg.eval.metrics import parse_answer_segments
-
         try:
             rec["segments"] = parse_answer_segments(output)
         except Exception as e:  # parsing never decides a metric here; keep the record
@@ -267,7 +127,7 @@ def _record(item: Any, kind: str, output: str, error: str | None = None) -> dict
     if error:
         rec["error"] = error
     if item.extra:
-        rec["extra"] = _plain(item.extra)
+        rec["extra"] = plain(item.extra)
     return rec
 
 
@@ -277,52 +137,40 @@ def _batches(items: Sequence, size: int) -> list[list]:
     return [list(items[i: i + size]) for i in range(0, len(items), size)]
 
 
-class _Loader:
-    """Decodes the videos of upcoming batches in one background thread (``video.prefetch`` batches
-    ahead) so decoding overlaps generation. Only that thread touches the FrameCache while a batch
-    is generated, so the cache needs no locking; consecutive items on one video hit the cache."""
+def _video_loader(cfg: Any, run_dir: Path) -> VideoLoader:
+    """The evaluation's :class:`VideoLoader`: ``eval.video``'s frame spec, ``video``'s decoding
+    settings, one background decode thread; a video the planner rejects (``ValueError``) fails
+    like an unreadable one."""
+    return VideoLoader.from_cfg(cfg_get(cfg, "video", {}), spec=eval_video_spec(cfg),
+                                cache_dir=cfg_get(cfg, "paths.cache_dir", str(run_dir / "cache")),
+                                workers=1, failure_types=(VideoError, ValueError))
 
-    def __init__(self, cfg: Any, run_dir: Path, batches: list[list]) -> None:
-        from museg.data.video import FrameCache, VideoError
 
-        self.error_types = (VideoError, ValueError)  # ValueError: a video the planner rejects
-        self.spec = eval_video_spec(cfg)
-        self.backend = cfg_get(cfg, "video.backend", "torchcodec")
-        self.timeout = cfg_get(cfg, "video.decode_timeout_s")
-        disk = None
-        if cfg_get(cfg, "video.cache.disk", False):
-            disk = Path(cfg_get(cfg, "paths.cache_dir", str(run_dir / "cache"))) / "frames"
-        self.cache = FrameCache(memory_items=int(cfg_get(cfg, "video.cache.memory_items", 8)),
-                                disk_dir=disk)
-        self.batches = batches
-        self.ahead = max(0, int(cfg_get(cfg, "video.prefetch", 2)))
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="eval-decode") if self.ahead else None
-        self.pending: deque[Future] = deque()
-        self.next = 0
+def _loaded_batches(loader: VideoLoader, batches: list[list],
+                    ahead: int) -> Iterator[tuple[list, list]]:
+    """Each batch with its videos (decoded or :class:`VideoFailure`); the next ``ahead`` batches'
+    videos decode in the background meanwhile."""
+    for b, batch in enumerate(batches):
+        for nxt in batches[b: b + 1 + ahead]:
+            loader.submit(it.video_path for it in nxt)
+        yield batch, [loader.load(it.video_path) for it in batch]
 
-    def _load(self, batch: list) -> list:
-        out: list = []
-        for it in batch:
-            try:
-                out.append(self.cache.get(it.video_path, self.spec, backend=self.backend,
-                                          timeout_s=self.timeout))
-            except self.error_types as e:
-                out.append(e)
-        return out
 
-    def __iter__(self) -> Iterator[tuple[list, list]]:
-        for batch in self.batches:
-            if self.pool is None:
-                yield batch, self._load(batch)
-                continue
-            while self.next < len(self.batches) and len(self.pending) <= self.ahead:
-                self.pending.append(self.pool.submit(self._load, self.batches[self.next]))
-                self.next += 1
-            yield batch, self.pending.popleft().result()
+class _Tally:
+    """Items done in this run; aborts when the first ``_ABORT_AFTER_FAILURES`` videos all failed."""
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def __init__(self) -> None:
+        self.ok = self.err = 0
+
+    def failed(self, item: Any, failure: VideoFailure) -> None:
+        self.err += 1
+        if self.ok == 0 and self.err >= _ABORT_AFTER_FAILURES:
+            raise EvalError(
+                f"the first {self.err} videos all failed to decode (last: "
+                f"{item.video_path}: {failure.error}); is paths.video_root right?"
+            ) from failure.error
+        log.error("item %s: video %s failed to decode (%s); recorded as wrong",
+                  item.item_id, item.video_path, failure.error)
 
 
 def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
@@ -335,36 +183,32 @@ def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
     pred_path = run_dir / "predictions.jsonl"
     done = finished_ids(pred_path)  # items whose video failed before are retried
     todo = [it for it in items if it.item_id not in done]
-    on_failure = cfg_get(cfg, "video.on_failure", "replace")
+    fail_fast = cfg_get(cfg, "video.on_failure", "replace") == "fail"
     template = template_from_cfg(cfg.eval, "eval")  # eval.template_file, else eval.template
     kind = cfg_get(cfg, "eval.kind")
     if todo and backend is None:
         backend = make_backend(cfg)
     t0 = time.perf_counter()
-    n_err = n_ok = 0
+    tally = _Tally()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item", disable=None,
                desc=f"eval {cfg_get(cfg, 'eval.benchmark', '')}", dynamic_ncols=True)
-    loader = _Loader(cfg, run_dir, _batches(todo, cfg_get(cfg, "eval.batch_size", 4)))
+    loader = _video_loader(cfg, run_dir)
+    batches = _batches(todo, cfg_get(cfg, "eval.batch_size", 4))
+    ahead = max(0, int(cfg_get(cfg, "video.prefetch", 2)))
     try:
         with PredictionWriter(pred_path) as writer:
-            for batch, loaded in loader:
+            for batch, loaded in _loaded_batches(loader, batches, ahead):
                 ready, videos = [], []
                 for it, video in zip(batch, loaded, strict=True):
-                    if not isinstance(video, BaseException):
+                    if not isinstance(video, VideoFailure):
                         ready.append(it)
                         videos.append(video)
-                        n_ok += 1
+                        tally.ok += 1
                         continue
-                    if on_failure == "fail":
-                        raise video
-                    n_err += 1
-                    if n_ok == 0 and n_err >= _ABORT_AFTER_FAILURES:
-                        raise EvalError(
-                            f"the first {n_err} videos all failed to decode (last: "
-                            f"{it.video_path}: {video}); is paths.video_root right?") from video
-                    log.error("item %s: video %s failed to decode (%s); recorded as wrong",
-                              it.item_id, it.video_path, video)
-                    writer.append(_record(it, kind, "", error=f"{type(video).__name__}: {video}"))
+                    if fail_fast:
+                        raise video.error
+                    tally.failed(it, video)
+                    writer.append(_record(it, kind, "", error=video.message))
                     bar.update(1)
                 if ready:
                     outs = backend.generate(
@@ -375,17 +219,15 @@ def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
     finally:
         loader.close()
         bar.close()
-    if n_err:
-        log.warning("%d item(s) had undecodable videos (see `error` in %s)", n_err, pred_path)
-    stats = {"seconds": round(time.perf_counter() - t0, 3), "items": n_ok + n_err,
-             "decode_failures": n_err, "frame_cache": loader.cache.stats()}
+    if tally.err:
+        log.warning("%d item(s) had undecodable videos (see `error` in %s)", tally.err, pred_path)
+    stats = {"seconds": round(time.perf_counter() - t0, 3), "items": tally.ok + tally.err,
+             "decode_failures": tally.err, "frame_cache": loader.stats()}
     return stats, backend
 
 
 def _model_path_or_none(cfg: Any) -> str | None:
     try:
-        from museg.model.load import model_path_from_cfg
-
         return str(model_path_from_cfg(cfg.model))
     except Exception:  # provenance only: never fail a finished run for it
         return cfg_get(cfg, "model.path")
@@ -394,24 +236,22 @@ def _model_path_or_none(cfg: Any) -> str | None:
 def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
     """Run (or resume) one benchmark and write the report; returns the metrics dict.
 
-    ``eval.kind=suite`` / ``eval.benchmark=all`` runs :func:`museg.eval.suite.run_suite` instead
-    (returns benchmark name -> metrics).
+    ``eval.kind=suite`` / ``eval.benchmark=all`` runs :func:`run_suite` instead (returns benchmark
+    name -> metrics). The final metrics go to the run's tracker (one wandb run for a suite).
 
-    ``backend`` lets a caller (the suite) reuse a loaded model across benchmarks.
+    ``backend`` lets a caller reuse a loaded model across benchmarks.
     """
-    from museg.eval.report import collect_settings, write_report
-    from museg.eval.score import compute_metrics
-
     if cfg_get(cfg, "eval.kind") == "suite" or cfg_get(cfg, "eval.benchmark") == "all":
-        from museg.eval.suite import run_suite
-
-        token = _IN_SUITE.set(True)
-        try:
-            results = run_suite(cfg, backend=backend)
-        finally:
-            _IN_SUITE.reset(token)
+        results = run_suite(cfg, backend=backend)
         _track_final_metrics(cfg, results)  # one wandb run for the suite: <benchmark>.<metric>
         return results
+    metrics = evaluate_benchmark(cfg, backend)
+    _track_final_metrics(cfg, metrics)
+    return metrics
+
+
+def evaluate_benchmark(cfg: Any, backend: Backend | None = None) -> dict:
+    """Run (or resume) the single benchmark of ``cfg`` and write its report (no tracking)."""
     run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     items = load_eval_items(cfg)
@@ -447,19 +287,37 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
                   "their %d item(s) score 0; see `error` in %s (rerun to retry them)",
                   len(bad_videos), n_videos, max_frac, n_err, pred_path)
     write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
-    if not _IN_SUITE.get():
-        _track_final_metrics(cfg, metrics)
     return metrics
 
 
-#: True while a suite evaluates its benchmarks (they are tracked as one wandb run, not several)
-_IN_SUITE: ContextVar[bool] = ContextVar("museg_eval_in_suite", default=False)
+def run_suite(cfg: Any, backend: Backend | None = None,
+              benchmark_cfgs: Mapping[str, Mapping] | None = None,
+              conf_dir: str | Path | None = None) -> dict:
+    """Evaluate every benchmark of the suite (:func:`museg.eval.suite.suite_configs`) with one
+    shared model; writes the combined report; returns name -> metrics.
+
+    ``benchmark_cfgs`` (name -> eval node) replaces reading ``conf/benchmark/<name>.yaml``.
+    """
+    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shared = SharedBackend(cfg, backend)
+    results: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for name, sub in suite_configs(cfg, benchmark_cfgs, conf_dir):
+        ann = cfg_get(sub, "eval.annotation")
+        if not ann or not Path(ann).is_file():
+            reason = f"annotation file not found: {ann}"
+            log.warning("benchmark %s skipped: %s (set paths.data_root or eval.suite)", name, reason)
+            skipped[name] = reason
+            continue
+        log.info("suite: %s -> %s", name, sub.run_dir)
+        results[name] = evaluate_benchmark(sub, backend=shared)
+    write_suite_report(cfg, run_dir, results, skipped, shared)
+    return results
 
 
 def _track_final_metrics(cfg: Any, metrics: Mapping) -> None:
     """The final metrics into the run's wandb summary (no-op when wandb is disabled)."""
-    from museg.launch.tracking import log_final_metrics
-
     log_final_metrics(cfg, metrics, Path(cfg_get(cfg, "run_dir") or ".").absolute())
 
 

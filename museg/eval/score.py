@@ -23,41 +23,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from museg.eval.cfg import cfg_get
+from museg.eval.etbench import etbench_metrics
+from museg.eval.metrics import grounding_metrics, metric_output
 from museg.eval.predictions import PredictionFormatError, load_prediction_file
-from museg.eval.score_input import check_records, coverage, describe, partial_label
+from museg.eval.report import collect_settings, write_report
+from museg.eval.score_input import (
+    ScoreError,
+    check_records,
+    coverage,
+    describe,
+    partial_label,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScoreError", "compute_metrics", "metric_output", "etbench_entries", "score"]
-
-
-class ScoreError(ValueError):
-    """The predictions file does not fit the benchmark (one line naming the file and the fix)."""
-
-
-def metric_output(record: dict) -> str:
-    """The completion text the grounding metrics see: the record's answer re-wrapped in tags.
-
-    Equivalent to the raw output under the exactly-one-pair rule, and works for reference files
-    that only kept the extracted answer.
-
-    >>> metric_output({"answer": "1.0-2.0"}), metric_output({"answer": ""})
-    ('<answer>1.0-2.0</answer>', '')
-    """
-    ans = record.get("answer") or ""
-    return f"<answer>{ans}</answer>" if ans else ""
-
-
-def record_ious(records: Sequence[dict]) -> list[float]:
-    """tvg IoU of each prediction record (first predicted vs first true segment), as the metrics see it.
-
-    >>> record_ious([{"answer": "0-5", "groundtruth": [[0, 10]]}, {"answer": "", "groundtruth": [[0, 1]]}])
-    [0.5, 0.0]
-    """
-    from museg.eval.metrics import per_item_iou
-
-    return [float(per_item_iou(r["groundtruth"], metric_output(r))) for r in records]
-
+__all__ = ["ScoreError", "compute_metrics", "etbench_entries", "score"]
 
 def etbench_entries(records: Sequence[dict]) -> list[dict]:
     """E.T. Bench entries (annotation fields + answer ``a``) from prediction records."""
@@ -83,13 +64,9 @@ def _load_subset(subset: Any) -> Any:
 def compute_metrics(kind: str, records: Sequence[dict], subset: Any = None) -> dict:
     """Metrics of ``records`` for ``kind`` (tvg/tal: grounding_metrics; etbench: etbench_metrics)."""
     if kind in ("tvg", "tal"):
-        from museg.eval.metrics import grounding_metrics
-
         gts = [r["groundtruth"] for r in records]
         return dict(grounding_metrics(gts, [metric_output(r) for r in records], kind))
     if kind == "etbench":
-        from museg.eval.etbench import etbench_metrics
-
         return dict(etbench_metrics(etbench_entries(records), subset=_load_subset(subset)))
     if kind == "mixed":
         return mixed_metrics(records)
@@ -136,9 +113,6 @@ def _sha256(path: Path) -> str:
 
 def score(cfg: Any) -> dict:
     """Score ``cfg.eval.predictions`` for ``cfg.eval.kind``; writes the report to ``cfg.run_dir``."""
-    from museg.eval.report import collect_settings, write_report
-    from museg.eval.runner import cfg_get
-
     pred = cfg_get(cfg, "eval.predictions")
     if not pred:
         raise ScoreError("task=score needs eval.predictions=<file> (our predictions.jsonl or the "

@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_records", "coverage", "partial_label"]
+from museg.eval.items import load_eval_items
+
+__all__ = ["ScoreError", "check_records", "coverage", "partial_label"]
+
+
+class ScoreError(ValueError):
+    """The predictions file does not fit the benchmark (one line naming the file and the fix)."""
 
 
 def _segments_ok(gt: Any) -> bool:
@@ -32,9 +38,7 @@ def _segments_ok(gt: Any) -> bool:
 
 
 def check_records(path: str | Path, kind: str, records: Sequence[dict]) -> None:
-    """Raise :class:`~museg.eval.score.ScoreError` for the first record metrics cannot score."""
-    from museg.eval.score import ScoreError
-
+    """Raise :class:`ScoreError` for the first record metrics cannot score."""
     for r in records:
         rid = r.get("item_id")
         ans = r.get("answer")
@@ -54,8 +58,6 @@ def check_records(path: str | Path, kind: str, records: Sequence[dict]) -> None:
 def coverage(cfg: Any, records: Sequence[dict]) -> dict[str, Any]:
     """How ``records`` cover the benchmark annotation of ``cfg`` (``checked: False`` when the
     annotation cannot be read)."""
-    from museg.eval.runner import load_eval_items
-
     try:
         items = load_eval_items(cfg)
     except Exception as e:  # noqa: BLE001 - no annotation here: say so, do not fail the score

@@ -12,8 +12,12 @@ Example::
 
     python -m museg.run task=eval benchmark=all model.path=/ckpt/MUSEG-7B paths.data_root=/data
 
-    from museg.eval.suite import run_suite
-    results = run_suite(cfg)      # {"charades_sta": {...metrics}, ...}
+    from museg.eval.suite import suite_configs
+    for name, sub in suite_configs(cfg): ...      # (name, per-benchmark cfg)
+
+The loop itself is :func:`museg.eval.runner.run_suite`; this module composes the per-benchmark
+configs (:func:`suite_configs`), shares one model (:class:`SharedBackend`) and writes the combined
+report (:func:`write_suite_report`). It never imports the runner.
 """
 
 from __future__ import annotations
@@ -26,11 +30,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from museg.eval.runner import Backend, cfg_get, evaluate, make_backend
+from museg.config.naming import register_resolvers
+from museg.eval.cfg import cfg_get
+from museg.eval.report import collect_settings, paper_table
+from museg.generation.backends import Backend, make_backend
+from museg.model.load import model_path_from_cfg
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SUITE", "IDENTITY_KEYS", "benchmark_node", "suite_configs", "run_suite"]
+__all__ = ["DEFAULT_SUITE", "IDENTITY_KEYS", "SharedBackend", "benchmark_node", "suite_configs",
+           "write_suite_report"]
 
 DEFAULT_SUITE = ("charades_sta", "thumos14", "thumos15", "perception_test", "et_bench",
                  "et_bench_subset")
@@ -69,12 +78,7 @@ def _sub_cfg(cfg: Any, name: str, node: Mapping) -> DictConfig:
             sub.eval[k] = node[k]
     sub.eval.suite = []
     sub.run_dir = str(Path(cfg_get(cfg, "run_dir") or ".").absolute() / name)
-    try:
-        from museg.naming import register_resolvers
-
-        register_resolvers()
-    except ImportError:  # pragma: no cover - naming is part of the package
-        pass
+    register_resolvers()
     OmegaConf.resolve(sub)
     return sub
 
@@ -92,7 +96,7 @@ def suite_configs(cfg: Any, benchmark_cfgs: Mapping[str, Mapping] | None = None,
     return out
 
 
-class _SharedBackend:
+class SharedBackend:
     """Loads the model on first use, then serves every benchmark of the suite."""
 
     def __init__(self, cfg: Any, backend: Backend | None = None) -> None:
@@ -103,8 +107,6 @@ class _SharedBackend:
     def model_path(self) -> str:
         if self._b is not None:
             return self._b.model_path
-        from museg.model.load import model_path_from_cfg
-
         return str(model_path_from_cfg(self.cfg.model))
 
     def generate(self, questions: Sequence[str], videos: Sequence[Any]) -> list[str]:
@@ -113,39 +115,19 @@ class _SharedBackend:
         return self._b.generate(questions, videos)
 
 
-def run_suite(cfg: Any, backend: Backend | None = None,
-              benchmark_cfgs: Mapping[str, Mapping] | None = None,
-              conf_dir: str | Path | None = None) -> dict:
-    """Evaluate every benchmark of the suite; writes the combined report; returns name -> metrics.
-
-    ``benchmark_cfgs`` (name -> eval node) replaces reading ``conf/benchmark/<name>.yaml``.
-    """
-    from museg.eval.report import collect_settings, paper_table
-
-    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shared = _SharedBackend(cfg, backend)
-    results: dict[str, dict] = {}
-    skipped: dict[str, str] = {}
-    for name, sub in suite_configs(cfg, benchmark_cfgs, conf_dir):
-        ann = cfg_get(sub, "eval.annotation")
-        if not ann or not Path(ann).is_file():
-            reason = f"annotation file not found: {ann}"
-            log.warning("benchmark %s skipped: %s (set paths.data_root or eval.suite)", name, reason)
-            skipped[name] = reason
-            continue
-        log.info("suite: %s -> %s", name, sub.run_dir)
-        results[name] = evaluate(sub, backend=shared)
+def write_suite_report(cfg: Any, run_dir: Path, results: Mapping[str, dict],
+                       skipped: Mapping[str, str], shared: SharedBackend) -> None:
+    """``run_dir/results.json`` and ``run_dir/results.md``: the combined table in the paper's
+    column order, the skipped benchmarks and links to each benchmark's report."""
     label = Path(shared.model_path).name if results else str(cfg_get(cfg, "model.name", "model"))
     settings = collect_settings(cfg, model_path=shared.model_path if results else None)
     payload = {"benchmarks": {n: {"metrics": m, "run_dir": str(run_dir / n)}
                               for n, m in results.items()},
-               "skipped": skipped, "settings": settings}
+               "skipped": dict(skipped), "settings": settings}
     (run_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    table = paper_table({label: results}) or "(no benchmark produced results)"
+    table = paper_table({label: dict(results)}) or "(no benchmark produced results)"
     lines = ["# MUSEG benchmark suite", "", "Paper columns (×100):", "", table, ""]
     if skipped:
         lines += ["Skipped:", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [""]
     lines += [f"- {n}: [{n}/results.md]({n}/results.md)" for n in results]
     (run_dir / "results.md").write_text("\n".join(lines) + "\n")
-    return results

@@ -29,19 +29,23 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from museg.dist import process_group
+from museg.launch.environment import in_submitit_job
+from museg.launch.preview import SUBMITTING_LAUNCHERS, preview_from_cfg
+from museg.rl.checkpoint_request import request_checkpoint
+
 __all__ = ["LaunchError", "run_job", "run_submitit_task", "SUBMITTING_LAUNCHERS",
            "DISTRIBUTED_TASKS"]
 
 log = logging.getLogger(__name__)
 
-# launcher choices whose Hydra launcher submits jobs (needs Hydra's multirun, `-m`)
-SUBMITTING_LAUNCHERS = ("slurm", "submitit_local")
 # tasks that use several processes; the others (eval, score, preflight, demo) run on rank 0 only
 DISTRIBUTED_TASKS = ("train",)
 
@@ -66,8 +70,6 @@ def _requested_backend(cfg: Any) -> str:
 
 def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
     """Run ``task_fn(cfg)`` the way ``cfg.launcher`` and the environment say (see module doc)."""
-    from museg.launch.environment import in_submitit_job
-
     if in_submitit_job():
         return run_submitit_task(cfg, task_fn)
     launcher = _launcher(cfg)
@@ -75,7 +77,6 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
     if str(cfg.get("task")) == "plan":  # a plan of the launcher's world, computed in this process
         return task_fn(cfg)
     if launcher.get("dry_run"):
-        from museg.launch.preview import preview_from_cfg
 
         print(preview_from_cfg(cfg))
         return None
@@ -113,14 +114,7 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
 
 def _request_checkpoint_fn(cfg: Any) -> Callable[[], Any] | None:
     """The trainer's checkpoint-request function for ``task=train``, else None."""
-    if str(cfg.get("task")) != "train":
-        return None
-    try:
-        from museg.rl.trainer import request_checkpoint
-    except ImportError as e:  # pragma: no cover - the trainer is part of the package
-        log.warning("no preemption support: %s", e)
-        return None
-    return request_checkpoint
+    return request_checkpoint if str(cfg.get("task")) == "train" else None
 
 
 def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
@@ -149,27 +143,18 @@ def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
              dist.master_addr, dist.master_port)
     request = _request_checkpoint_fn(cfg)
     handler = PreemptionHandler(request).install() if request is not None else None
-    owns_pg = finished = False
+    own_group = dist.world_size > 1 and _requested_backend(cfg) != "auto"
     try:
-        if dist.world_size > 1 and _requested_backend(cfg) != "auto":
-            from museg.rl import distributed as D
-
-            D.init_distributed(backend=_requested_backend(cfg))
-            owns_pg = True
-        try:
-            result = task_fn(cfg)
-            finished = True
-        except Exception:
-            if dist.world_size > 1:
-                log.exception("rank %d failed; exiting with code 1 so the job step stops",
-                              dist.rank)
-                raise SystemExit(1) from None
-            raise
+        with process_group(_requested_backend(cfg)) if own_group else contextlib.nullcontext():
+            try:
+                result = task_fn(cfg)
+            except Exception:
+                if dist.world_size > 1:
+                    log.exception("rank %d failed; exiting with code 1 so the job step stops",
+                                  dist.rank)
+                    raise SystemExit(1) from None
+                raise
     finally:
-        if owns_pg:
-            from museg.rl import distributed as D
-
-            D.cleanup_distributed(synchronize=finished)
         if handler is not None:
             handler.uninstall()  # back to submitit's handler (it stays known to `requeue`)
     if handler is not None and isinstance(result, dict) and result.get("preempted"):

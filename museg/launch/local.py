@@ -23,6 +23,7 @@ The per-process command lines:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -34,6 +35,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.errors import record
+
+from museg.dist import process_group
 
 __all__ = ["LocalLaunchError", "launch_local", "local_commands", "resolve_backend"]
 
@@ -96,20 +99,9 @@ def _worker(fn: Callable[[Any], Any], cfg: Any, backend: str | None, log_file: s
     """Entry point of each spawned rank."""
     rank = int(os.environ.get("RANK", "0"))
     _configure_worker_logging(rank, log_file)
-    from museg.rl import distributed as D
-
-    owns = False
-    if backend not in (None, "", "auto") and not D.is_distributed():
-        D.init_distributed(backend=backend)
-        owns = True
-    finished = False
-    try:
-        result = fn(cfg)
-        finished = True
-        return result
-    finally:
-        if owns:
-            D.cleanup_distributed(synchronize=finished)
+    explicit = backend not in (None, "", "auto")  # auto: the task opens the group itself
+    with process_group(backend) if explicit else contextlib.nullcontext():
+        return fn(cfg)
 
 
 def launch_local(fn: Callable[[Any], Any], cfg: Any, nproc: int, backend: str | None = "auto",

@@ -5,8 +5,8 @@ it on preemption too): ``#SBATCH --signal=USR2@900`` (``submitit.JobEnvironment.
 unless ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise). submitit's own handler would checkpoint the
 callable, requeue the job and exit *immediately*, in the middle of an optimizer step.
 :class:`PreemptionHandler` takes the signal instead and only calls ``request`` (the trainer's
-:func:`museg.rl.trainer.request_checkpoint`, which sets a flag the loop all-reduces at each step
-boundary); when the task has saved its checkpoint and returned ``{'preempted': True, ...}``,
+:func:`museg.rl.checkpoint_request.request_checkpoint`, which sets a flag the loop all-reduces at
+each step boundary); when the task has saved its checkpoint and returned ``{'preempted': True, ...}``,
 :meth:`PreemptionHandler.requeue` hands over to the handler submitit had installed: it calls the
 Hydra launcher's ``checkpoint()`` (a ``DelayedSubmission`` of the same job), requeues the job
 (``scontrol requeue``; exit code 144 for ``submitit_local``) and exits. The requeued job lands in
@@ -15,7 +15,7 @@ checkpoint. Timeouts count against ``max_num_timeout``; preemptions do not.
 
 Example (what :func:`museg.launch.job.run_job` does for ``task=train``)::
 
-    from museg.rl.trainer import request_checkpoint
+    from museg.rl.checkpoint_request import request_checkpoint
     handler = PreemptionHandler(request_checkpoint).install()
     summary = train(cfg)
     if summary.get("preempted"):

@@ -31,9 +31,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from museg.config import compose_config, normalize_overrides
 from museg.plan import plan_line
 
-__all__ = ["JobSpec", "LaunchPlan", "sweep_jobs", "compose_job", "render_sbatch", "preview",
+#: Launchers that submit jobs (through Hydra's multirun) instead of running in this process.
+SUBMITTING_LAUNCHERS = ("slurm", "submitit_local")
+
+__all__ = ["SUBMITTING_LAUNCHERS", "JobSpec", "LaunchPlan", "sweep_jobs", "compose_job", "render_sbatch", "preview",
            "launch_plan", "maybe_preview", "preview_from_cfg"]
 
 
@@ -69,7 +73,6 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 def compose_job(overrides: Sequence[str]) -> JobSpec:
     """Compose one job's config the way Hydra will (with the ``hydra`` node, paths absolute)."""
 
-    from museg.run import compose_config, normalize_overrides
 
     overrides = normalize_overrides(list(overrides))
     cfg = compose_config(overrides, return_hydra_config=True)
@@ -172,7 +175,9 @@ def _slurm_text(jobs: list[JobSpec], multirun: bool) -> str:
 
 
 def _local_text(jobs: list[JobSpec]) -> str:
+    # imported here: museg.launch.local imports torch, which a SLURM dry run never needs
     from museg.launch.local import local_commands, resolve_backend
+
 
     out = []
     for i, job in enumerate(jobs):
@@ -213,7 +218,6 @@ def _submitit_local_text(jobs: list[JobSpec]) -> str:
 def with_config_sweep(overrides: Sequence[str]) -> list[str]:
     """``overrides`` preceded by the config's ``hydra.sweeper.params`` (``experiment=demo_ablation``
     sweeps its variants x seeds), as Hydra's BasicSweeper combines them: the command line wins."""
-    from museg.run import compose_config, normalize_overrides
 
     try:
         first = normalize_overrides(sweep_jobs(overrides)[0])
@@ -248,7 +252,6 @@ def launch_plan(overrides: Sequence[str]) -> LaunchPlan:
 
     A config that does not compose gives the default plan: the caller's own checks report it.
     """
-    from museg.launch.job import SUBMITTING_LAUNCHERS
 
     try:
         first = sweep_jobs(overrides)[0]

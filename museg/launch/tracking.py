@@ -35,20 +35,29 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from museg.config.naming import EXCLUDED_PREFIXES, current_overrides
+
 __all__ = ["wandb_init_kwargs", "group_choices", "swept_values", "log_final_metrics",
-           "CHOICES_ENV"]
+           "new_run_id", "CHOICES_ENV"]
 
 CHOICES_ENV = "MUSEG_HYDRA_CHOICES"  # json of Hydra's runtime.choices, for spawned ranks
 # config groups that describe a run (in this order); hydra/* and the rest are left out
 TAG_GROUPS = ("experiment", "model", "stage", "reward", "data", "rollout", "benchmark", "launcher")
 MAX_TAG_LENGTH = 64  # wandb's limit
 
+
+def new_run_id() -> str:
+    """A fresh 8-character wandb-style run id ([a-z0-9]), stored in checkpoints for resume."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
     node = cfg
@@ -100,7 +109,6 @@ def swept_values(overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """
     import yaml
 
-    from museg.naming import EXCLUDED_PREFIXES, current_overrides
 
     out: dict[str, Any] = {}
     for item in current_overrides() if overrides is None else overrides:
@@ -172,8 +180,6 @@ def log_final_metrics(cfg: Any, metrics: Mapping[str, Any],
         return None
     try:
         import wandb
-
-        from museg.rl.logging import new_run_id
 
         run_dir = Path(run_dir or _get(cfg, "run_dir") or ".")
         id_file = run_dir / "wandb_run_id"

@@ -1,9 +1,10 @@
-"""Qwen2.5-VL loading, the offline tiny model, prompt/video inputs and the HF generate rollout.
+"""Qwen2.5-VL loading, the offline tiny model and prompt/video inputs (generation: museg.generation).
 
 Example::
 
-    from museg.model import (build_prompt_text, build_video_inputs, generate_completions,
-                             load_model_and_processor, model_path_from_cfg)
+    from museg.generation.hf import generate_completions
+    from museg.model import (build_prompt_text, build_video_inputs, load_model_and_processor,
+                             model_path_from_cfg)
     model, processor = load_model_and_processor(model_path_from_cfg({"name": "tiny"}),
                                                 dtype="float32")
     text = build_prompt_text(processor, "When does the person open the door?")
@@ -11,7 +12,6 @@ Example::
     rollout = generate_completions(model, processor, inputs, num_generations=4, max_new_tokens=64)
 """
 
-from museg.model.generate import Rollout, generate, generate_completions, truncate_at_eos
 from museg.model.inputs import (
     VideoInputError,
     build_prompt_text,
@@ -31,19 +31,15 @@ from museg.model.tiny import build_tiny_model
 
 __all__ = [
     "ModelPathError",
-    "Rollout",
     "VideoInputError",
     "build_prompt_text",
     "build_tiny_model",
     "build_video_inputs",
     "expand_inputs",
-    "generate",
-    "generate_completions",
     "load_from_cfg",
     "load_model_and_processor",
     "model_path_from_cfg",
     "resolve_attention",
     "resolve_dtype",
-    "truncate_at_eos",
     "vision_tower",
 ]

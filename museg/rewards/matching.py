@@ -37,7 +37,7 @@ from typing import Any
 
 from museg.rewards.parsing import (
     completion_texts,
-    extract_answer,
+    extract_answer_raw,
     parse_answer_numbers,
     valid_segments,
 )
@@ -67,7 +67,7 @@ def predicted_segments(text: Any, strict: bool = False) -> list[list[float]] | N
     >>> predicted_segments("<answer>2-3</answer><answer>") is None
     True
     """
-    answer = extract_answer(text)
+    answer = extract_answer_raw(text)
     if answer is None:
         return None
     return valid_segments(parse_answer_numbers(answer, strict=strict))

@@ -7,8 +7,9 @@ raises on model output: a failure is reported as ``None`` (or an empty value).
 The rules follow the MUSEG reference implementation exactly (see issue 3):
 
 * tags are counted literally; the format rule needs exactly one of each of the four tags;
-* the reward answer is the first ``<answer>(.*?)</answer>`` (only if ``<answer>`` and ``</answer>``
-  each occur once); the evaluation answer is greedy (``<answer>(.*)</answer>``) and stripped;
+* the reward answer (:func:`extract_answer_raw`) is the first ``<answer>(.*?)</answer>`` (only if
+  ``<answer>`` and ``</answer>`` each occur once); the evaluation answer (:func:`extract_answer`,
+  also what ``predictions.jsonl`` records) is greedy (``<answer>(.*)</answer>``) and stripped;
 * an answer is split on whitespace, each token on ``-``; parts 0 and 1 are parsed with ``float``
   (so ``nan``, ``inf``, ``1e1``, ``1_0`` are numbers) and further parts are ignored.
 
@@ -40,7 +41,7 @@ __all__ = [
     "count_tags",
     "split_think_answer",
     "extract_answer",
-    "extract_answer_greedy",
+    "extract_answer_raw",
     "parse_answer_numbers",
     "valid_segments",
     "count_timestamp_matches",
@@ -156,14 +157,14 @@ def split_think_answer(text: str) -> tuple[str, str] | None:
     return text[t0 + 7 : t1], text[a0 + 8 : a1]
 
 
-def extract_answer(text: str) -> str | None:
-    """Answer used by the matching rewards: the first ``<answer>(.*?)</answer>``.
+def extract_answer_raw(text: str) -> str | None:
+    """Answer used by the matching rewards: the first ``<answer>(.*?)</answer>``, not stripped.
 
     ``None`` unless ``<answer>`` and ``</answer>`` each occur exactly once (in that order).
 
-    >>> extract_answer("no think needed <answer>1-2</answer> trailing text")
-    '1-2'
-    >>> extract_answer("</answer><answer>") is None
+    >>> extract_answer_raw("no think needed <answer> 1-2</answer> trailing text")
+    ' 1-2'
+    >>> extract_answer_raw("</answer><answer>") is None
     True
     """
     if not isinstance(text, str):
@@ -175,15 +176,18 @@ def extract_answer(text: str) -> str | None:
     return text[a0:a1] if a0 <= a1 else None
 
 
-def extract_answer_greedy(text: str) -> str:
-    """Answer used by the grounding evaluation: greedy ``<answer>(.*)</answer>``, stripped.
+def extract_answer(text: str | None) -> str:
+    """Answer used by the evaluation (metrics, ``predictions.jsonl``): greedy
+    ``<answer>(.*)</answer>``, stripped.
 
-    Empty string unless each answer tag occurs exactly once.
+    Empty string unless each answer tag occurs exactly once (``None`` or a non-string too).
 
-    >>> extract_answer_greedy("<think>..</think><answer> 0.5-2.0 </answer>")
+    >>> extract_answer("<think>..</think><answer> 0.5-2.0 </answer>")
     '0.5-2.0'
-    >>> extract_answer_greedy("<answer>1-2</answer><answer>3-4</answer>")
+    >>> extract_answer("<answer>1-2</answer><answer>3-4</answer>")
     ''
+    >>> extract_answer("no tags"), extract_answer(None)
+    ('', '')
     """
     try:
         if text.count(ANSWER_OPEN) != 1 or text.count(ANSWER_CLOSE) != 1:

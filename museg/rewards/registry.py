@@ -17,13 +17,20 @@ Usage::
     scores["total"]            # weighted sum per completion
     scores["global_matching"]  # raw (unweighted) scores per completion
 
-:func:`compute_rewards` parses each completion once and shares the parse between the rewards.
+:func:`compute_rewards` parses each completion once and shares the parse between the rewards: it
+loops over the registered rewards x weights, scoring one :class:`ParsedCompletion` at a time.
+
+Adding a reward is one registration in this module: a per-completion score function decorated with
+:func:`register_reward`, naming the TRL-style list function (``fn(completions, solution, ...)``,
+e.g. in :mod:`museg.rewards.matching`) and which of the ``timestamp_aware`` / ``strict`` options it
+takes. ``conf/reward/*.yaml`` can then weight it by name.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from museg.rewards.format import format_reward, format_score
@@ -39,21 +46,105 @@ from museg.rewards.matching import (
 from museg.rewards.parsing import completion_texts
 
 __all__ = [
+    "REWARDS",
     "REWARD_FUNCTIONS",
+    "ParsedCompletion",
     "RewardConfigError",
+    "RewardSpec",
     "compute_rewards",
+    "register_reward",
     "reward_functions_from_cfg",
     "validate_weights",
 ]
 
 RewardFn = Callable[..., list[float]]
+ScoreFn = Callable[["ParsedCompletion"], float]
+_OPTIONS = ("timestamp_aware", "strict")
+_UNPARSED: Any = object()
 
-REWARD_FUNCTIONS: dict[str, RewardFn] = {
-    "format": format_reward,
-    "global_matching": global_matching_reward,
-    "local_matching": local_matching_reward,
-    "segment_matching": segment_matching_reward,
-}
+
+class ParsedCompletion:
+    """One completion with its ground truth: parsed at most once, each reward scored at most once."""
+
+    __slots__ = ("text", "solution", "timestamp_aware", "strict", "_segments", "_scores")
+
+    def __init__(self, text: str | None, solution: Any, timestamp_aware: bool = True,
+                 strict: bool = False) -> None:
+        self.text, self.solution = text, solution
+        self.timestamp_aware, self.strict = timestamp_aware, strict
+        self._segments = _UNPARSED
+        self._scores: dict[str, float] = {}
+
+    @property
+    def segments(self) -> list[list[float]] | None:
+        """The valid predicted segments of the answer (None: unparsable), parsed on first use."""
+        if self._segments is _UNPARSED:
+            self._segments = predicted_segments(self.text, self.strict)
+        return self._segments
+
+    def score(self, name: str) -> float:
+        """The raw score of the registered reward ``name`` (computed once)."""
+        value = self._scores.get(name)
+        if value is None:
+            value = self._scores[name] = REWARDS[name].score(self)
+        return value
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """A registered reward: its per-completion score, its TRL-style list function, its options."""
+
+    name: str
+    score: ScoreFn
+    fn: RewardFn
+    options: tuple[str, ...]  # keywords of ``fn`` among ("timestamp_aware", "strict")
+    needs_solution: bool  # ``fn(completions, solution, ...)`` rather than ``fn(completions, ...)``
+
+
+#: name -> :class:`RewardSpec`, in registration order (the order error messages list them in).
+REWARDS: dict[str, RewardSpec] = {}
+#: name -> TRL-style list function (``fn(completions, [solution], **options) -> list[float]``).
+REWARD_FUNCTIONS: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str, fn: RewardFn, options: Sequence[str] = ("strict",),
+                    needs_solution: bool = True) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator registering a per-completion score function as reward ``name``.
+
+    ``fn`` is the equivalent list function (what TRL and :func:`reward_functions_from_cfg` call);
+    ``options`` are the keywords it takes among ``timestamp_aware`` and ``strict``.
+    """
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise ValueError(f"register_reward({name!r}): unknown options {sorted(unknown)} "
+                         f"(valid: {', '.join(_OPTIONS)})")
+
+    def add(score: ScoreFn) -> ScoreFn:
+        REWARDS[name] = RewardSpec(name, score, fn, tuple(options), needs_solution)
+        REWARD_FUNCTIONS[name] = fn
+        return score
+
+    return add
+
+
+@register_reward("format", format_reward, options=_OPTIONS, needs_solution=False)
+def _format(c: ParsedCompletion) -> float:
+    return format_score(c.text, timestamp_aware=c.timestamp_aware, strict=c.strict)
+
+
+@register_reward("global_matching", global_matching_reward)
+def _global_matching(c: ParsedCompletion) -> float:
+    return global_matching_score(c.segments, c.solution, c.strict)
+
+
+@register_reward("local_matching", local_matching_reward)
+def _local_matching(c: ParsedCompletion) -> float:
+    return local_matching_score(c.segments, c.solution, c.strict)
+
+
+@register_reward("segment_matching", segment_matching_reward)
+def _segment_matching(c: ParsedCompletion) -> float:
+    return c.score("global_matching") + c.score("local_matching")
 
 
 class RewardConfigError(ValueError):
@@ -114,24 +205,11 @@ def compute_rewards(
     texts = completion_texts(completions)
     sols = align_solutions(solution, len(texts))
     names = list(w)
-    need_match = any(n != "format" for n in names)
-    need_global = "global_matching" in w or "segment_matching" in w
-    need_local = "local_matching" in w or "segment_matching" in w
     out: dict[str, list[float]] = {n: [] for n in names}
     for text, sol in zip(texts, sols, strict=True):
-        if "format" in w:
-            out["format"].append(format_score(text, timestamp_aware=timestamp_aware, strict=strict))
-        if not need_match:
-            continue
-        segments = predicted_segments(text, strict)
-        g = global_matching_score(segments, sol, strict) if need_global else 0.0
-        loc = local_matching_score(segments, sol, strict) if need_local else 0.0
-        if "global_matching" in w:
-            out["global_matching"].append(g)
-        if "local_matching" in w:
-            out["local_matching"].append(loc)
-        if "segment_matching" in w:
-            out["segment_matching"].append(g + loc)
+        parsed = ParsedCompletion(text, sol, timestamp_aware=timestamp_aware, strict=strict)
+        for name in names:
+            out[name].append(parsed.score(name))
     total = [0.0] * len(texts)
     for name in names:
         weight = w[name]
@@ -177,16 +255,19 @@ def reward_functions_from_cfg(reward_cfg: Any) -> list[tuple[str, float, RewardF
 
 
 def _bind(name: str, timestamp_aware: bool, strict: bool) -> RewardFn:
-    base = REWARD_FUNCTIONS[name]
-    if name == "format":
+    spec = REWARDS[name]
+    base = spec.fn
+    values = {"timestamp_aware": timestamp_aware, "strict": strict}
+    options = {key: values[key] for key in spec.options}
+    if spec.needs_solution:
 
         def fn(completions: Sequence[Any], solution: Any = None, **columns: Any) -> list[float]:
-            return base(completions, timestamp_aware=timestamp_aware, strict=strict)
+            return base(completions, solution, **options)
 
     else:
 
         def fn(completions: Sequence[Any], solution: Any = None, **columns: Any) -> list[float]:
-            return base(completions, solution, strict=strict)
+            return base(completions, **options)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{name} reward (timestamp_aware={timestamp_aware}, strict={strict}). " + (

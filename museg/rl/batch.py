@@ -15,9 +15,8 @@ shuffling), identical on every rank. Step ``s`` consumes the prompt positions
 position (``consumed``, counted in prompts) is all a checkpoint needs.
 
 A rank decodes only the videos of the prompts it touches, through a
-:class:`museg.data.video.FrameCache` with a :class:`museg.data.video.Prefetcher` that decodes the
-next ``video.prefetch`` steps in background threads. A video that fails (``VideoError``) goes
-through :class:`museg.data.video.FailurePolicy` (quarantine + deterministic replacement, or stop
+:class:`museg.data.video.VideoLoader` (frame cache + background decoding of the next
+``video.prefetch`` steps). A video that fails (a typed ``VideoFailure``) goes through :class:`museg.data.video.FailurePolicy` (quarantine + deterministic replacement, or stop
 with ``on_failure=fail``). Because several ranks may hold parts of one group, the ranks exchange
 their failures after each decoding round (one ``all_gather_object`` per step) so that every rank
 knows the same failed videos and picks the same replacement for a position; a decode worker that
@@ -42,16 +41,19 @@ from typing import Any
 
 import torch
 
-from museg.rl import distributed as D
+from museg import dist as D
+from museg.data.video import (
+    DecodeWorkerError,
+    FailureBudgetExceeded,
+    FailurePolicy,
+    VideoFailure,
+    VideoLoader,
+)
 
-__all__ = ["DataOrder", "PromptItem", "Slot", "StepBatcher", "DecodeWorkerError", "stable_seed",
+__all__ = ["DataOrder", "PromptItem", "Slot", "StepBatcher", "stable_seed",
            "prompts_per_micro_step", "rank_runs", "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
-
-
-class DecodeWorkerError(RuntimeError):
-    """The video decode worker process could not start or died without an answer (environment)."""
 
 
 def stable_seed(*parts: Any) -> int:
@@ -182,8 +184,6 @@ class StepBatcher:
         run_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        from museg.data.video import FailurePolicy, FrameCache, Prefetcher, video_spec_from_cfg
-
         self.samples = list(samples)
         self.order = DataOrder(len(self.samples), data_seed, shuffle)
         self.rank, self.world_size = rank, world_size
@@ -191,15 +191,8 @@ class StepBatcher:
         self.accumulation = int(accumulation)
         self.prompts_per_step = self.prompts_per_micro * self.accumulation
         self.runs = rank_runs(per_device, world_size, num_generations, rank)
-        spec = dict(video_spec_from_cfg(video_cfg))
         self.prefetch = max(0, int(video_cfg.get("prefetch", 2) or 0))
-        cache_cfg = video_cfg.get("cache") or {}
-        disk = Path(str(cache_dir)).expanduser() / "frames" if (
-            cache_dir and cache_cfg.get("disk")) else None
-        self.cache = FrameCache(memory_items=int(cache_cfg.get("memory_items", 8)), disk_dir=disk)
-        self.prefetcher = Prefetcher(self.cache, spec, backend=video_cfg.get("backend", "torchcodec"),
-                                     timeout_s=video_cfg.get("decode_timeout_s"),
-                                     workers=max(1, min(2, self.prefetch)))
+        self.loader = VideoLoader.from_cfg(video_cfg, cache_dir=cache_dir)
         self.policy = FailurePolicy.from_cfg(video_cfg, len(self.samples), run_dir,
                                              seed=int(data_seed), rank=rank,
                                              key_fn=lambda i: self.samples[i].video_path)
@@ -235,23 +228,12 @@ class StepBatcher:
                 idx = self.order.indices(slot.position, 1)[0]
                 if not self.policy.is_failed(idx):
                     paths.append(self.samples[idx].video_path)
-        self.prefetcher.submit(paths)
+        self.loader.submit(paths)
 
     def _decode(self, idx: int) -> Any:
-        from museg.data.video import worker
-
-        errors = (EOFError, BrokenPipeError, ConnectionError,
-                  *[e for e in (getattr(worker, "VideoWorkerError", None),) if e is not None])
-        path = self.samples[idx].video_path
+        """The decoded video of sample ``idx`` or its ``VideoFailure``."""
         self.policy.mark_seen(idx)  # the failure budget counts distinct videos seen
-        try:
-            return self.prefetcher.get(path)
-        except errors as e:
-            raise DecodeWorkerError(
-                f"{path}: the video decode worker process could not start or died before "
-                f"answering ({type(e).__name__}: {e or 'pipe closed'}) (fix: check free memory "
-                f"and /dev/shm, lower MUSEG_DECODE_WORKERS, or set video.decode_timeout_s=null to "
-                f"decode in-process)") from None
+        return self.loader.load(self.samples[idx].video_path)
 
     def _describe(self, idx: int, pos: int) -> dict[str, Any]:
         return {"source": getattr(self.samples[idx], "source", None),
@@ -262,8 +244,6 @@ class StepBatcher:
 
         Collective when distributed (every rank must call it for every step).
         """
-        from museg.data.video import FailureBudgetExceeded, VideoError
-
         slots = self.rank_slots(consumed)
         original = {s.position: self.order.indices(s.position, 1)[0] for s in slots}
         current = dict(original)
@@ -286,10 +266,11 @@ class StepBatcher:
                 # 2. decode what is missing
                 for pos, idx in current.items():
                     if pos not in videos:
-                        try:
-                            videos[pos] = self._decode(idx)
-                        except VideoError as e:
-                            mine.append((pos, idx, e))
+                        v = self._decode(idx)
+                        if isinstance(v, VideoFailure):
+                            mine.append((pos, idx, v.error))
+                        else:
+                            videos[pos] = v
             except (DecodeWorkerError, FailureBudgetExceeded) as e:
                 stop = (type(e).__name__, str(e))
             # 3. every rank learns every failure of the round
@@ -323,4 +304,4 @@ class StepBatcher:
         return slots
 
     def close(self) -> None:
-        self.prefetcher.close()
+        self.loader.close()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from museg.config import deepspeed_config_path
-from museg.rl.distributed import DistInfo, is_distributed
+from museg.dist import DistInfo, is_distributed
 
 __all__ = ["NonFiniteError", "PlainEngine", "DeepSpeedEngine", "make_engine"]
 

@@ -26,13 +26,13 @@ import json
 import logging
 import math
 import os
-import secrets
-import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "plot_reward_curves", "new_run_id"]
+from museg.launch.tracking import new_run_id, wandb_init_kwargs
+
+__all__ = ["MetricsLogger", "plot_reward_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,6 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
         except (ValueError, AttributeError):
             continue
     path.write_text("".join(k + "\n" for k in kept))
-
-
-def new_run_id() -> str:
-    """A fresh 8-character wandb-style run id ([a-z0-9]), stored in checkpoints for resume."""
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def plot_reward_curves(history: list[Mapping[str, Any]], out_png: str | Path) -> Path | None:
@@ -151,8 +145,6 @@ class MetricsLogger:
 
         if not self.wandb_id:
             self.wandb_id = new_run_id()
-        from museg.launch.tracking import wandb_init_kwargs
-
         kwargs = wandb_init_kwargs(cfg, run_id=self.wandb_id)
         kwargs.update(dir=str(self.run_dir), mode=mode)
         self._wandb = wandb.init(**kwargs)

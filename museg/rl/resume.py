@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from museg import dist as D
 from museg.fingerprint import RunIdentityError, check_resume_identity, fingerprint_diff
 from museg.rl import checkpoint as ckpt
-from museg.rl import distributed as D
 
 __all__ = ["choose_checkpoint"]
 

@@ -4,7 +4,7 @@
 each prompt it touches, see :mod:`museg.rl.batch`) into :class:`RunRollout` records: processor
 inputs, completions, and rewards of the rank's completions only. Completion ``(position, g)`` is
 sampled with seed ``stable_seed(seed, 'rollout', step, position, g)`` (HF backend: one batched,
-per-row-seeded ``generate`` call per micro-step, :mod:`museg.rl.sampling`), so it is the same
+per-row-seeded ``generate`` call per micro-step, :mod:`museg.generation.seeded`), so it is the same
 whatever the world size or the split of its group, and after a resume. ``gather_advantages``
 all-gathers the rewards in global completion order, computes the group advantages over complete
 groups on every rank and hands each rank its slice. ``optimize_step`` runs ``num_iterations``
@@ -37,12 +37,13 @@ from typing import Any
 
 import torch
 
-from museg.rl import distributed as D
+from museg import dist as D
+from museg.generation.seeded import sample_completions
 from museg.rl.advantages import group_advantages
 from museg.rl.batch import Slot, stable_seed
+from museg.rl.forward import cut_at_tokens, drop_tokens, forward_inputs
 from museg.rl.layout import BatchLayout
 from museg.rl.loss import completion_logps, grpo_loss
-from museg.rl.rollout import cut_at_tokens, drop_tokens, forward_inputs
 from museg.rl.timer import StepTimer
 
 __all__ = ["StepContext", "RunRollout", "GlobalStep", "PromptTooLongError", "rollout_step",
@@ -149,8 +150,6 @@ def _generate(ctx: StepContext, slots: list[Slot], prepared: list[tuple[str, str
               step: int) -> list[Any]:
     """Completions of each slot (rows = its generations); one HF call per micro-step. Each slot's
     ``max_new_tokens`` is its prompt's :func:`completion_budget`."""
-    from museg.rl.sampling import sample_completions
-
     t = ctx.train
     kw = {"temperature": float(t.temperature), "top_p": float(t.top_p)}
     seeds = [[rollout_seed(ctx.seed, step, s.position, g) for g in s.generations] for s in slots]

@@ -90,7 +90,7 @@ def compose(args: argparse.Namespace, work: Path, model_dir: Path, train_file: P
     import yaml
     from omegaconf import OmegaConf, open_dict
 
-    from museg.run import compose_config
+    from museg.config import compose_config
 
     cfg = compose_config(["task=train", f"model={'tiny' if args.tiny else '3b'}", "stage=1",
                           "rollout=hf", "benchmark=charades_sta"])
@@ -152,7 +152,7 @@ def write_data(work: Path, cfg_for_specs: Any, tiny: bool, n_train: int, n_eval:
     from gpu_frames import make_videos
 
     from museg.data.video import video_spec_from_cfg
-    from museg.eval.runner import eval_video_spec
+    from museg.eval.items import eval_video_spec
 
     spec_train = dict(video_spec_from_cfg(cfg_for_specs.video))
     spec_eval = eval_video_spec(cfg_for_specs)
@@ -244,7 +244,9 @@ def run_eval(cfg: Any, device: str, batch_sizes: list[int], work: Path, deadline
     from gpu_model import random_weights
     from omegaconf import OmegaConf
 
-    from museg.eval.runner import HFBackend, load_eval_items, run_inference
+    from museg.eval.items import load_eval_items
+    from museg.eval.runner import run_inference
+    from museg.generation.backends import HFBackend
 
     out: dict[str, dict] = {}
     _free(device)

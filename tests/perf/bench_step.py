@@ -70,17 +70,17 @@ def bench_training(args: argparse.Namespace) -> None:
 def bench_rollout(args: argparse.Namespace) -> None:
     from museg.data.sources import materialize_synthetic
     from museg.data.video import decode_video, video_spec_from_cfg
-    from museg.model.generate import generate_completions
+    from museg.dist import DistInfo
+    from museg.generation.hf import generate_completions
+    from museg.generation.seeded import sample_completions
     from museg.model.inputs import build_prompt_text, build_video_inputs
-    from museg.rl.distributed import DistInfo
-    from museg.rl.sampling import sample_completions
-    from museg.rl.trainer import _build_models, load_train_samples
+    from museg.rl.builders import build_models, load_train_samples
 
     g, n_new, reps = args.generations, args.max_new_tokens, args.rollout_repeats
     with tempfile.TemporaryDirectory() as tmp:
         cfg = tiny_train_cfg(tmp)
         materialize_synthetic(cfg)
-        model, proc, _, _ = _build_models(cfg, DistInfo())
+        model, proc, _, _ = build_models(cfg, DistInfo())
         s = load_train_samples(cfg)[0]
         video = decode_video(s.video_path, video_spec_from_cfg(cfg.video))
         inputs = build_video_inputs(proc, [build_prompt_text(proc, s.problem)], [video])

@@ -32,12 +32,8 @@ from typing import Any
 
 import torch
 
-from museg.data.video.decode import (
-    DecodedVideo,
-    VideoError,
-    decode_video,
-    video_os_error,
-)
+from museg.data.video.decode import DecodedVideo, decode_video
+from museg.data.video.errors import VideoError, video_os_error
 from museg.data.video.plan import FramePlan
 
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@
 frame's pts, path). With ``timeout_s`` the work runs in a killable worker process
 (:mod:`museg.data.video.worker`); on expiry the worker is killed and :class:`VideoTimeoutError` is
 raised. Missing, empty, corrupt or unplannable files raise :class:`VideoUnreadableError` naming the
-file and the cause. A backend is never swapped for another one silently.
+file and the cause (the typed errors live in :mod:`museg.data.video.errors`). A backend is never swapped for another one silently.
 
 Backends: ``torchcodec`` (exact seek mode; frames fetched one by one in increasing order, which
 decodes each GOP once and converts only the planned frames to RGB) and ``decord`` (what the
@@ -47,37 +47,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from museg.data.video.errors import VideoError, VideoUnreadableError, video_os_error
 from museg.data.video.plan import FramePlan, check_spec, plan_frames
+from museg.data.video.worker import run_in_worker
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torchcodec", "decord")
 CHUNK = 16  # frames per decord batch (bounds memory: full-resolution frames are never all held)
 DEFAULT_RESIZE = "fast"
-
-
-class VideoError(RuntimeError):
-    """A video could not be turned into frames. ``.path``: the file; ``.cause``: why (text)."""
-
-    def __init__(self, path: str | os.PathLike, cause: str) -> None:
-        self.path = os.fspath(path)
-        self.cause = str(cause)
-        super().__init__(f"{self.path}: {self.cause}")
-
-    def __reduce__(self):  # picklable across the worker pipe
-        return (type(self), (self.path, self.cause))
-
-
-class VideoUnreadableError(VideoError):
-    """Missing, empty, corrupt, audio-only, too short or otherwise undecodable video."""
-
-
-class VideoNotFoundError(VideoUnreadableError):
-    """The path does not exist."""
-
-
-class VideoTimeoutError(VideoError):
-    """Decoding exceeded the configured timeout; the worker process was killed."""
 
 
 @dataclass(frozen=True)
@@ -219,37 +197,6 @@ def _clean_cause(e: BaseException, path: str) -> str:
     return (text[:240] + "...") if len(text) > 240 else (text or type(e).__name__)
 
 
-_NOT_FOUND = ("file not found (fix: check paths.video_root and the annotation's video field, or "
-              "run task=preflight)")
-_OS_CAUSES = {
-    errno.ELOOP: "symbolic link loop",
-    errno.ENOTDIR: "a component of the path is a file, not a directory",
-    errno.ENAMETOOLONG: "file name too long for the filesystem",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EIO: "I/O error reading the file",
-}
-
-
-def os_error_cause(e: OSError) -> str:
-    """A short readable cause for an ``OSError`` met while opening or probing a video.
-
-    >>> os_error_cause(OSError(errno.ELOOP, "Too many levels of symbolic links"))
-    'symbolic link loop (ELOOP)'
-    """
-    name = errno.errorcode.get(e.errno or 0, type(e).__name__)
-    return f"{_OS_CAUSES.get(e.errno or 0, e.strerror or str(e))} ({name})"
-
-
-def video_os_error(path: str, e: OSError) -> VideoError:
-    """The typed video error for an ``OSError`` on ``path`` (ENOENT: :class:`VideoNotFoundError`)."""
-    if e.errno == errno.ENOENT:
-        dangling = os.path.islink(path)
-        return VideoNotFoundError(path, "dangling symbolic link (its target does not exist)"
-                                  if dangling else _NOT_FOUND)
-    return VideoUnreadableError(path, f"cannot open it: {os_error_cause(e)}")
-
-
 def check_path(path: str) -> None:
     """Raise the typed video error when ``path`` cannot be a readable video file. Any ``OSError``
     (missing, symlink loop, a file used as a directory, name too long, permissions) becomes a
@@ -294,8 +241,6 @@ def probe_video(path: str | os.PathLike, backend: str = "torchcodec",
     for torchcodec). With ``timeout_s`` it runs in the killable worker."""
     path = os.fspath(path)
     if timeout_s is not None:
-        from museg.data.video.worker import run_in_worker
-
         return run_in_worker(probe_video, path, backend, None, threads, timeout_s=timeout_s,
                              path=path)
     return _open(path, backend, threads).info
@@ -354,8 +299,6 @@ def decode_video(path: str | os.PathLike, spec: Mapping[str, Any], backend: str 
     check_spec(spec)
     if timeout_s is None:
         return _decode_local(path, dict(spec), backend, threads)
-    from museg.data.video.worker import run_in_worker
-
     wire = run_in_worker(_decode_wire, path, dict(spec), backend, threads, timeout_s=timeout_s,
                          path=path)
     return DecodedVideo.from_wire(wire)

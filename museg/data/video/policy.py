@@ -1,7 +1,7 @@
 """What to do when a sample's video fails: replace the sample, quarantine the file, or abort.
 
 Under ZeRO-3 every rank must run the vision tower every step, so a training sample whose video
-fails (:class:`~museg.data.video.decode.VideoError`) is *replaced* by another sample (chosen
+fails (:class:`~museg.data.video.errors.VideoError`) is *replaced* by another sample (chosen
 deterministically from ``seed``, the index and the attempt, never a known-bad one) instead of being
 dropped. Each failure is appended to a quarantine jsonl in the run directory (one JSON object a
 line: index, key, error type, message, time, plus what ``describe(index)`` returns).
@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from museg.data.video.decode import VideoError, VideoUnreadableError  # noqa: F401 (doctest)
+from museg.data.video.errors import VideoError, VideoUnreadableError  # noqa: F401 (doctest)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -6,6 +6,8 @@ video, waiting only if it is not ready yet. ``stats()`` separates the time spent
 background (``decode_s``) from the time the caller actually waited (``wait_s``): the step-time
 breakdown shows decoding is off the critical path when ``wait_s`` stays near 0. With
 ``timeout_s`` each decode runs in a killable worker process, so the threads only wait on pipes.
+``fetch(path)`` replaces the cache lookup when given (preflight checks each video its own way).
+Most callers use :class:`museg.data.video.loader.VideoLoader`, which is built on this class.
 
 Example:
     >>> pf = Prefetcher(FrameCache(8), TRAIN_SPEC, timeout_s=120)      # doctest: +SKIP
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,8 +34,11 @@ class Prefetcher:
     """Background decoding through ``cache`` with ``workers`` threads (see module docstring)."""
 
     def __init__(self, cache: FrameCache, spec: Mapping[str, Any], backend: str = "torchcodec",
-                 timeout_s: float | None = None, workers: int = 2) -> None:
+                 timeout_s: float | None = None, workers: int = 2,
+                 fetch: Callable[[str], Any] | None = None) -> None:
         self.cache, self.spec, self.backend, self.timeout_s = cache, dict(spec), backend, timeout_s
+        self._fetch = fetch or (lambda p: self.cache.get(p, self.spec, backend=self.backend,
+                                                         timeout_s=self.timeout_s))
         self._pool = ThreadPoolExecutor(max_workers=max(1, int(workers)),
                                         thread_name_prefix="museg-prefetch")
         self._futures: dict[str, Future] = {}
@@ -43,7 +48,7 @@ class Prefetcher:
     def _task(self, path: str) -> DecodedVideo:
         t0 = time.perf_counter()
         try:
-            v = self.cache.get(path, self.spec, backend=self.backend, timeout_s=self.timeout_s)
+            v = self._fetch(path)
         except BaseException:
             with self._lock:
                 self._stats["failed"] += 1

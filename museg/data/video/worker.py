@@ -17,7 +17,7 @@ Example:
     >>> run_in_worker(probe_video, "/no/such.mp4", timeout_s=30, path="/no/such.mp4")
     Traceback (most recent call last):
     ...
-    museg.data.video.decode.VideoNotFoundError: /no/such.mp4: file not found (fix: check paths.video_root and the annotation's video field, or run task=preflight)
+    museg.data.video.errors.VideoNotFoundError: /no/such.mp4: file not found (fix: check paths.video_root and the annotation's video field, or run task=preflight)
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from museg.data.video.decode import VideoError, VideoTimeoutError, VideoUnreadableError
+from museg.data.video.errors import (
+    VideoError,
+    VideoTimeoutError,
+    VideoUnreadableError,
+    VideoWorkerError,
+)
 
 START_TIMEOUT_S = 300.0  # a fresh worker importing torch on a loaded machine
 DEFAULT_WORKERS = int(os.environ.get("MUSEG_DECODE_WORKERS", "2"))
@@ -90,11 +95,6 @@ def _worker_main(conn) -> None:
         except Exception as e:  # unpicklable result or exception
             conn.send((seq, "err", RuntimeError(f"{type(e).__name__} sending the result: {e}; "
                                                 f"original: {reply[2]!r}")))
-
-
-class VideoWorkerError(RuntimeError):
-    """The decode worker process could not start (the environment, not a bad video: never
-    quarantined)."""
 
 
 class _Worker:

@@ -1,8 +1,8 @@
 """Assembly of prompt + completion inputs for the teacher-forced policy / reference forward.
 
-Rollouts themselves come from :func:`museg.model.generate.generate_completions` (HF backend) or
-:mod:`museg.rl.rollout_vllm`. ``forward_inputs`` builds the batch for a list of (prompt, completion)
-pairs: prompts left-padded, completions right-padded, video tensors repeated per sequence (the same
+Rollouts themselves come from :mod:`museg.generation` (seeded HF sampling or vLLM); this module
+only builds what the loss needs. ``forward_inputs`` builds the batch for a list of (prompt,
+completion) pairs: prompts left-padded, completions right-padded, video tensors repeated per sequence (the same
 prompt mapping may appear several times), ``mm_token_type_ids`` extended with zeros so the M-RoPE
 positions of the completion match those used during generation.
 

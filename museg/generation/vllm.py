@@ -1,20 +1,24 @@
-"""Colocated vLLM rollouts (``rollout.backend=vllm``): one vLLM engine per rank, same GPU as training.
+"""vLLM generation for training and evaluation: one request builder, one "not installed" error.
 
-The engine is created with ``distributed_executor_backend='external_launcher'`` so every training
-rank owns its own engine (tensor parallel 1 by default) and generation needs no extra process.
-After every optimizer step :meth:`VLLMRollout.sync_weights` pushes the policy's weights into the
-engine (LoRA adapters merged first; ZeRO-3 parameters gathered one at a time) and resets the prefix
-cache, so rollouts always come from the current policy.
+Both callers hand vLLM the chat-templated prompt (one ``<|video_pad|>`` placeholder) and the frames
+our planner already sampled and resized (:mod:`museg.data.video`), built by the ONE function
+:func:`video_request`: frames ``[T, H, W, 3]`` uint8 plus ``mm_processor_kwargs`` that forbid any
+resize or resampling (``do_resize=False``, ``do_sample_frames=False``) and give the sample fps (which
+sets ``second_per_grid_ts``). These are the settings :func:`museg.model.inputs.build_video_inputs`
+gives the HF processor, so HF, vLLM-training and vLLM-evaluation see the same pixels. (A pixel
+budget ``min_pixels = max_pixels = H*W`` would also keep the size, but only if the processor honours
+it for videos; ``do_resize=False`` does not depend on that.)
 
-Prompts go to vLLM as the chat-templated text (one ``<|video_pad|>`` placeholder) plus the already
-planned and resized frames ``[T, H, W, 3]`` with their sample fps, and a min/max pixel budget equal
-to the frame size so vLLM's processor keeps the plan's resolution. Completions come back as token
-ids cut at the first EOS, like :func:`museg.model.generate.generate_completions`. With ``seeds``
-(the trainer passes one per completion) every completion is its own request (``n=1``) with its own
-seed, so it does not depend on which other completions are generated with it (vLLM still batches
-the requests in one ``generate`` call).
+- :class:`VLLMRollout` -- colocated training rollouts (``rollout.backend=vllm``): one engine per rank
+  on the training GPU (``distributed_executor_backend='external_launcher'``).
+  :meth:`VLLMRollout.sync_weights` pushes the policy's weights into the engine after every optimizer
+  step (LoRA adapters merged first; ZeRO-3 parameters gathered one at a time) and resets the prefix
+  cache. With ``seeds`` (the trainer passes one per completion) every completion is its own request
+  (``n=1``) with its own seed, so it does not depend on which other completions it is generated with.
+- :class:`museg.generation.backends.VLLMBackend` -- evaluation (``eval.backend=vllm``), greedy.
 
-GPU only; vLLM is imported lazily and a missing install is a one-line error. Unverified on this
+GPU only; vLLM is imported lazily (:func:`require_vllm`), so importing this module without vLLM is
+fine, and a missing install is the one-line :class:`VLLMNotInstalledError`. Unverified on this
 project's CPU machines (see tests/test_trainer.py::test_vllm_rollout_gpu).
 
 Example::
@@ -28,37 +32,58 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["VLLMRollout", "VLLMNotInstalledError", "hf_to_vllm_names", "sampling_kwargs",
-           "engine_max_model_len"]
+from museg.generation.hf import training_eos_ids, truncate_at_eos
+
+__all__ = ["VLLMNotInstalledError", "require_vllm", "video_request", "VLLMRollout", "VLLMOutput",
+           "completions_to_output", "hf_to_vllm_names", "sampling_kwargs", "engine_max_model_len"]
 
 
 class VLLMNotInstalledError(ImportError):
-    """rollout.backend=vllm without vllm installed."""
+    """A vLLM backend (``rollout.backend=vllm`` or ``eval.backend=vllm``) without vLLM installed."""
 
 
-@dataclass
-class VLLMOutput:
-    texts: list[str]
-    completion_ids: torch.Tensor
-    completion_mask: torch.Tensor
-
-
-def _import_vllm():
+def require_vllm(setting: str, fallback: str) -> Any:
+    """Import and return ``vllm``, or raise :class:`VLLMNotInstalledError` naming ``setting`` and
+    the ``fallback`` that works without it (one line), e.g. ``require_vllm("eval.backend=vllm",
+    "eval.backend=hf")``."""
     try:
         import vllm
-    except ImportError as e:
+    except Exception as e:  # ImportError, or CUDA/driver errors raised at import
         raise VLLMNotInstalledError(
-            "rollout.backend=vllm needs vLLM on a CUDA machine (fix: pip install 'museg[gpu]' or "
-            "use rollout=hf)") from e
+            f"{setting} needs vllm ({type(e).__name__}: {e}); install the GPU extra on a CUDA "
+            f"machine (pip install 'museg[gpu]') or use {fallback}") from None
     return vllm
 
 
-def hf_to_vllm_names(named: Any) -> Any:
+def video_request(prompt_text: str, video: Any) -> dict[str, Any]:
+    """The vLLM request for ``prompt_text`` and a decoded video (``.frames`` uint8 ``[T, C, H, W]``,
+    ``.plan.sample_fps``), already planned and resized: the one form train and eval both send.
+
+    >>> from types import SimpleNamespace
+    >>> v = SimpleNamespace(frames=torch.zeros(4, 3, 28, 56, dtype=torch.uint8),
+    ...                     plan=SimpleNamespace(sample_fps=2))
+    >>> r = video_request("<|video_pad|>When?", v)
+    >>> r["multi_modal_data"]["video"].shape, r["mm_processor_kwargs"]
+    ((4, 28, 56, 3), {'fps': 2.0, 'do_resize': False, 'do_sample_frames': False})
+    """
+    frames = video.frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # [T, H, W, 3]
+    return {
+        "prompt": prompt_text,
+        "multi_modal_data": {"video": frames},
+        # frames are already planned and resized (multiples of 28): the processor must neither
+        # resize nor resample them; fps sets second_per_grid_ts
+        "mm_processor_kwargs": {"fps": float(video.plan.sample_fps), "do_resize": False,
+                                "do_sample_frames": False},
+    }
+
+
+def hf_to_vllm_names(named: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
     """Yield ``(name, tensor)`` with PEFT prefixes removed and LoRA tensors skipped.
 
     >>> [n for n, _ in hf_to_vllm_names([("base_model.model.lm_head.base_layer.weight", 0),
@@ -94,13 +119,38 @@ def sampling_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: in
             "seed": None if seed is None else int(seed) % (2**31)}
 
 
+@dataclass
+class VLLMOutput:
+    """Completions of one prompt: texts, ids ``[n, L]`` and mask (cut after the first EOS)."""
+
+    texts: list[str]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+
+
+def completions_to_output(tokenizer: Any, completions: Sequence[Any]) -> VLLMOutput:
+    """vLLM ``CompletionOutput``s (``.token_ids``) -> padded ids, mask cut at the training EOS
+    (:func:`museg.generation.hf.training_eos_ids`), decoded texts."""
+    tok = tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else training_eos_ids(tok)[-1]
+    rows = [list(o.token_ids) or [pad] for o in completions]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+    ids, mask, _ = truncate_at_eos(ids, training_eos_ids(tok), pad)
+    for i, row in enumerate(rows):  # padding added here is not part of the completion
+        mask[i, len(row):] = 0
+    texts = tok.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
+                             skip_special_tokens=True)
+    return VLLMOutput(texts=texts, completion_ids=ids, completion_mask=mask)
+
+
 class VLLMRollout:
     """Callable with the signature of ``generate_completions`` (+ ``prompt_text``, ``video``)."""
 
     def __init__(self, cfg: Any, model_path: str, processor: Any, policy: torch.nn.Module) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("rollout.backend=vllm needs CUDA (fix: rollout=hf on CPU)")
-        vllm = _import_vllm()
+        vllm = require_vllm("rollout.backend=vllm", "rollout=hf")
         r = cfg.rollout
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self.processor = processor
@@ -123,22 +173,11 @@ class VLLMRollout:
                  max_new_tokens: int, do_sample: bool = True, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int | None = None, prompt_text: str | None = None,
                  video: Any = None, seeds: list[int] | None = None, **_: Any) -> VLLMOutput:
-        from museg.model.generate import truncate_at_eos
-        from museg.rl.sampling import training_eos_ids
-
         if prompt_text is None or video is None:
             raise ValueError("VLLMRollout needs prompt_text and video (the trainer passes both)")
-        frames = video.frames.permute(0, 2, 3, 1).contiguous().numpy()  # [T, H, W, 3]
-        t, h, w, _ = frames.shape
-        meta = {"fps": float(video.plan.sample_fps), "total_num_frames": int(t),
-                "frames_indices": list(range(t)), "do_sample_frames": False}
-        request = {
-            "prompt": prompt_text,
-            "multi_modal_data": {"video": [(frames, meta)]},
-            "mm_processor_kwargs": {"min_pixels": h * w, "max_pixels": h * w,
-                                    "fps": float(video.plan.sample_fps)},
-        }
-        def params(n: int, s: int | None):
+        request = video_request(prompt_text, video)
+
+        def params(n: int, s: int | None) -> Any:
             return self._vllm.SamplingParams(
                 **sampling_kwargs(n, temperature, top_p, max_new_tokens, s, do_sample))
 
@@ -151,18 +190,7 @@ class VLLMRollout:
         else:
             completions = self.llm.generate([request], params(int(num_generations), seed),
                                             use_tqdm=False)[0].outputs
-        tok = processor.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else training_eos_ids(tok)[-1]
-        rows = [list(o.token_ids) or [pad] for o in completions]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
-        ids, mask, _ = truncate_at_eos(ids, training_eos_ids(tok), pad)
-        lengths = [len(r) for r in rows]
-        for i, n in enumerate(lengths):  # padding added here is not part of the completion
-            mask[i, n:] = 0
-        texts = tok.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
-                                 skip_special_tokens=True)
-        return VLLMOutput(texts=texts, completion_ids=ids, completion_mask=mask)
+        return completions_to_output(processor.tokenizer, completions)
 
     @torch.no_grad()
     def sync_weights(self, policy: torch.nn.Module) -> None:
@@ -191,5 +219,6 @@ class VLLMRollout:
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
+        """Free the engine and its GPU memory."""
         del self.llm
         torch.cuda.empty_cache()

@@ -1,4 +1,4 @@
-"""HF ``generate`` rollout: G sampled completions per prompt, cut at the first EOS.
+"""HF ``generate`` rollouts: G sampled completions per prompt, cut at the first EOS.
 
 ``generate_completions`` runs ``model.generate`` on processor inputs (left-padded prompts with
 video) with ``num_return_sequences = G`` and a fully explicit sampling configuration (temperature,
@@ -6,6 +6,10 @@ top-p, top-k, repetition penalty), so a checkpoint's ``generation_config.json`` 
 ``top_k=1, repetition_penalty=1.05``) cannot silently change the rollout. Completions end at the
 first EOS (``<|im_end|>`` or ``<|endoftext|>``): the mask covers tokens up to and including it and
 later tokens become padding. Rows are ordered ``[p0 g0..g(G-1), p1 g0.., ...]``.
+
+The EOS helpers live here too: :func:`eos_token_ids` (every EOS, evaluation) and
+:func:`training_eos_ids` (only ``tokenizer.eos_token_id``, as MUSEG's trainer), and
+:func:`truncate_at_eos`, which every backend (HF, seeded, vLLM) uses to cut completions.
 
 Example::
 
@@ -24,6 +28,9 @@ import torch
 from transformers import GenerationConfig
 
 from museg.model.inputs import expand_inputs
+
+__all__ = ["EOS_TOKENS", "Rollout", "eos_token_ids", "training_eos_ids", "truncate_at_eos",
+           "generation_config", "generate_completions", "generate"]
 
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -55,6 +62,13 @@ def eos_token_ids(tokenizer) -> list[int]:
             "tokenizer has none of <|im_end|>, <|endoftext|> (fix: use a Qwen tokenizer)"
         )
     return ids
+
+
+def training_eos_ids(tokenizer) -> list[int]:
+    """The token that ends a training completion: only ``tokenizer.eos_token_id`` (``<|im_end|>``
+    for Qwen2.5-VL), as MUSEG's trainer (TRL 0.15.1) masks completions; ``<|endoftext|>`` is an
+    ordinary token there."""
+    return [int(tokenizer.eos_token_id)]
 
 
 def truncate_at_eos(

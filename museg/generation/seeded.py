@@ -1,4 +1,5 @@
-"""Seeded HF rollouts: one seed per completion, so a completion does not depend on its batch.
+"""Seeded HF rollouts (the trainer's HF backend): one seed per completion, so a completion does
+not depend on its batch.
 
 ``model.generate(do_sample=True)`` draws every row of a batch from one RNG stream, so a completion
 changes with the rows it is generated with. The trainer needs completion ``(data position,
@@ -24,14 +25,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-__all__ = ["SeededGumbelSampler", "top_p_filter", "sample_completions", "cap_rows", "training_eos_ids"]
+from museg.generation.hf import Rollout, generation_config, training_eos_ids, truncate_at_eos
+from museg.rl.forward import forward_inputs
 
-
-def training_eos_ids(tokenizer) -> list[int]:
-    """The token that ends a training completion: only ``tokenizer.eos_token_id`` (``<|im_end|>``
-    for Qwen2.5-VL), as MUSEG's trainer (TRL 0.15.1) masks completions; ``<|endoftext|>`` is an
-    ordinary token there."""
-    return [int(tokenizer.eos_token_id)]
+__all__ = ["SeededGumbelSampler", "top_p_filter", "sample_completions", "cap_rows"]
 
 
 def cap_rows(ids: torch.Tensor, mask: torch.Tensor, caps: Sequence[int],
@@ -112,16 +109,13 @@ def sample_completions(
     temperature: float = 1.0,
     top_p: float = 1.0,
     eos_ids: Sequence[int] | None = None,
-):
+) -> Rollout:
     """One sampled completion per row: ``prompts[i]`` (processor inputs of one prompt; the same
     mapping may repeat) continued with seed ``seeds[i]``. Returns a
-    :class:`museg.model.generate.Rollout` (rows in order, cut after the first EOS).
+    :class:`museg.generation.hf.Rollout` (rows in order, cut after the first EOS).
 
     ``max_new_tokens`` may be one cap per row (the trainer's prompt + completion budget);
-    ``eos_ids`` defaults to :func:`training_eos_ids`."""
-    from museg.model.generate import Rollout, generation_config, truncate_at_eos
-    from museg.rl.rollout import forward_inputs
-
+    ``eos_ids`` defaults to :func:`museg.generation.hf.training_eos_ids`."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     tok = processor.tokenizer

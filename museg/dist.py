@@ -1,22 +1,32 @@
-"""torch.distributed glue: init from env vars, per-rank data shards, gathers of rewards/metrics.
+"""The one owner of the torch.distributed process group, plus the collectives museg uses.
 
-The launcher (torchrun, accelerate, or submitit's ``TorchDistributedEnvironment().export()``)
-sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. With
-``WORLD_SIZE`` unset or 1 everything here is a no-op on a single process.
+The launcher (torchrun, accelerate, ``launcher=local``, or submitit's
+``TorchDistributedEnvironment().export()``) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``. With ``WORLD_SIZE`` unset or 1 everything here is a no-op on a
+single process.
+
+Whoever needs a process group (the trainer, :mod:`museg.launch.job`, :mod:`museg.launch.local`)
+takes it through :func:`open_process_group` / :func:`process_group`: the group is created unless one
+exists, and only the caller that created it tears it down (:func:`cleanup_distributed`).
 
 Example::
 
-    info = init_distributed()                  # gloo on CPU, nccl on GPU
-    mine = shard(global_batch, info.rank, info.world_size)
-    all_rewards = all_gather_cat(local_rewards)   # rank order == global batch order
-    failures = all_gather_object(my_failures)     # one entry per rank
+    with process_group(backend="gloo") as info:   # init here, destroy at the end if we created it
+        mine = shard(global_batch, info.rank, info.world_size)
+        all_rewards = all_gather_cat(local_rewards)   # rank order == global batch order
+        failures = all_gather_object(my_failures)     # one entry per rank
+
+    pg = open_process_group()                      # the same, split over setup / cleanup
+    ...
+    pg.release()
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +35,9 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo",
+    "OwnedProcessGroup",
+    "open_process_group",
+    "process_group",
     "init_distributed",
     "is_distributed",
     "shard",
@@ -41,6 +54,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the run: rank, world size, local rank and torch device string."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -52,6 +67,7 @@ class DistInfo:
 
 
 def is_distributed() -> bool:
+    """True when the default process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -142,6 +158,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
     if is_distributed():
         dist.barrier()
 
@@ -149,7 +166,8 @@ def barrier() -> None:
 def cleanup_distributed(synchronize: bool = True) -> None:
     """Tear the process group down while the interpreter is fully alive.
 
-    Pass ``synchronize=False`` on an error path (peers may never reach a barrier). The barrier lets every rank finish its last collective; ``gc.collect()`` then frees the gloo
+    Pass ``synchronize=False`` on an error path (peers may never reach a barrier). The barrier
+    lets every rank finish its last collective; ``gc.collect()`` then frees the gloo
     group (it can sit in a reference cycle) so its worker threads stop now: a gloo thread that
     drops a tensor during interpreter finalization aborts the process (SIGABRT, seen on 1 run in 4
     of the two-rank batch test).
@@ -159,3 +177,37 @@ def cleanup_distributed(synchronize: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
         gc.collect()
+
+
+@dataclass(frozen=True)
+class OwnedProcessGroup:
+    """What :func:`open_process_group` returns: rank info and whether this caller created the group."""
+
+    info: DistInfo
+    owned: bool
+
+    def release(self, synchronize: bool = True) -> None:
+        """Tear the group down if this caller created it (see :func:`cleanup_distributed`)."""
+        if self.owned:
+            cleanup_distributed(synchronize=synchronize)
+
+
+def open_process_group(backend: str | None = None, device: str | None = None) -> OwnedProcessGroup:
+    """:func:`init_distributed`, remembering whether this call created the process group."""
+    existed = is_distributed()
+    info = init_distributed(backend=backend, device=device)
+    return OwnedProcessGroup(info=info, owned=not existed and is_distributed())
+
+
+@contextlib.contextmanager
+def process_group(backend: str | None = None, device: str | None = None) -> Iterator[DistInfo]:
+    """Hold the process group for a block: created unless one exists, torn down at the end if the
+    block created it (with a final barrier when the block finished, without one on an error, when
+    peers may never reach it)."""
+    pg = open_process_group(backend=backend, device=device)
+    finished = False
+    try:
+        yield pg.info
+        finished = True
+    finally:
+        pg.release(synchronize=finished)
