@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from museg.config import compose_config
+from museg.config.naming import register_resolvers
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MUSEG_CACHE", str(REPO / ".cache" / "museg-test"))
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -31,7 +34,8 @@ SYNTHETIC = {
 
 
 def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
-    """A complete ``task=train`` config for the tiny model on tiny synthetic videos (CPU, seconds)."""
+    """The composed ``task=train model=tiny data=synthetic`` config, trimmed to tiny synthetic
+    videos (CPU, seconds); ``overrides`` use ``__`` for nesting (``train__beta=0.0``)."""
     from museg.data.prompts import STAGE1_TEMPLATE
 
     tmp_path = Path(tmp_path)
@@ -74,7 +78,12 @@ def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
         "wandb": {"mode": "disabled", "project": "museg-test", "entity": None, "group": "test",
                   "job_type": "train", "tags": []},
     }
-    cfg = OmegaConf.create(base)
+    # the real composed config (schema, groups, resolvers), trimmed to seconds on the CPU: every
+    # key exists, so code reads cfg.x.y; a misspelt key here fails (struct mode)
+    cfg = compose_config(["task=train", "model=tiny", "data=synthetic"])
+    # the generator parameters replace the YAML's (not merged): only these shape the test videos
+    OmegaConf.update(cfg, "data.synthetic", base["data"].pop("synthetic"), merge=False)
+    cfg = OmegaConf.merge(cfg, base)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
     return cfg
@@ -182,6 +191,7 @@ def dist_worker(rank: int, world_size: int, port: int, cfg_yaml: str, out_dir: s
     from museg.rl.trainer import train
 
     prims = _primitives(out_dir)
+    register_resolvers()  # the composed config's ${museg.*} interpolations, in this child
     cfg = OmegaConf.create(cfg_yaml)
     records = []
 
@@ -217,6 +227,7 @@ def batch_worker(rank: int, world_size: int, port: int, cfg_yaml: str, bad_path:
     from museg.rl.builders import load_train_samples
 
     D.init_distributed(device="cpu")
+    register_resolvers()
     cfg = OmegaConf.create(cfg_yaml)
     samples = load_train_samples(cfg)
     if rank == 1:
