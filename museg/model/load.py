@@ -191,10 +191,10 @@ def load_from_cfg(model_cfg: Mapping[str, Any], device: str | torch.device | Non
     """``load_model_and_processor`` with every option read from ``cfg.model``."""
     return load_model_and_processor(
         model_path_from_cfg(model_cfg),
-        dtype=model_cfg.get("dtype", "bfloat16"),
-        attention=model_cfg.get("attention", "auto"),
-        gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing", False)),
-        lora=model_cfg.get("lora"),
-        freeze_vision=bool(model_cfg.get("freeze_vision", False)),
+        dtype=model_cfg.dtype,
+        attention=model_cfg.attention,
+        gradient_checkpointing=bool(model_cfg.gradient_checkpointing),
+        lora=model_cfg.lora,
+        freeze_vision=bool(model_cfg.freeze_vision),
         device=device,
     )

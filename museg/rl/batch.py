@@ -191,7 +191,7 @@ class StepBatcher:
         self.accumulation = int(accumulation)
         self.prompts_per_step = self.prompts_per_micro * self.accumulation
         self.runs = rank_runs(per_device, world_size, num_generations, rank)
-        self.prefetch = max(0, int(video_cfg.get("prefetch", 2) or 0))
+        self.prefetch = max(0, int(video_cfg.prefetch or 0))
         self.loader = VideoLoader.from_cfg(video_cfg, cache_dir=cache_dir)
         self.policy = FailurePolicy.from_cfg(video_cfg, len(self.samples), run_dir,
                                              seed=int(data_seed), rank=rank,

@@ -47,14 +47,14 @@ class TrainError(RuntimeError):
 def load_train_samples(cfg: Any) -> list:
     """Training samples of ``cfg.data`` (synthetic data generated on demand), filtered/truncated."""
     data = cfg.data
-    if str(data.get("train_file")) == "generated":  # data=synthetic: generate once, cached
+    if str(data.train_file) == "generated":  # data=synthetic: generate once, cached
         materialize_synthetic(cfg)
     train_file, video_root = data.train_file, cfg.paths.video_root
     samples = load_train_jsonl(str(train_file), str(video_root),
-                               on_bad_record=data.get("on_bad_record", "fail"))
-    if data.get("task_filter"):
+                               on_bad_record=data.on_bad_record)
+    if data.task_filter:
         samples = [s for s in samples if s.task == data.task_filter]
-    if data.get("max_samples"):
+    if data.max_samples:
         samples = samples[: int(data.max_samples)]
     if not samples:
         raise TrainError(f"{train_file}: no training samples left (fix: check data.task_filter "
@@ -64,7 +64,7 @@ def load_train_samples(cfg: Any) -> list:
 
 def resolve_model_path(cfg: Any) -> str:
     """``init_from`` (run dir -> its final/, or a model dir) if set, else ``model.path``."""
-    init = cfg.get("init_from")
+    init = cfg.init_from
     if init:
         p = Path(str(init)).expanduser()
         for cand in (p / "final", p):
@@ -108,8 +108,7 @@ def build_models(cfg: Any, info: DistInfo) -> tuple[torch.nn.Module, Any,
     cuda = info.device.startswith("cuda")
     path = resolve_model_path(cfg)
     m = cfg.model
-    lora = m.get("lora")
-    lora = dict(lora) if lora is not None and lora.get("enabled") else None
+    lora = dict(m.lora) if m.lora.enabled else None
     policy, processor = load_model_and_processor(
         path, dtype="float32", attention=m.attention,
         gradient_checkpointing=bool(m.gradient_checkpointing), lora=lora,
@@ -122,7 +121,7 @@ def build_models(cfg: Any, info: DistInfo) -> tuple[torch.nn.Module, Any,
     if float(cfg.train.beta) != 0.0 and lora is None:
         ref = copy.deepcopy(policy)
         if cuda:
-            ref.to(resolve_dtype(m.get("dtype", "bfloat16")))
+            ref.to(resolve_dtype(m.dtype))
         ref.eval().requires_grad_(False)
     return policy, processor, ref, path
 
@@ -132,7 +131,7 @@ def build_optimizer(policy: torch.nn.Module, t: Any, total: int) -> tuple[Any, A
 
     The schedule counts updates: ``total`` optimizer steps x ``train.num_iterations``.
     """
-    mu = int(t.get("num_iterations", 1) or 1)
+    mu = int(t.num_iterations)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(t.learning_rate),
                                   weight_decay=float(t.weight_decay))

@@ -187,14 +187,13 @@ class DeepSpeedEngine:
 def make_engine(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                 train_cfg: Any, info: DistInfo) -> PlainEngine | DeepSpeedEngine:
     """``DeepSpeedEngine`` when ``train_cfg.deepspeed`` is set, else ``PlainEngine``."""
-    ds = train_cfg.get("deepspeed")
+    ds = train_cfg.deepspeed
     if ds:
         if not torch.cuda.is_available():
             raise RuntimeError(f"train.deepspeed={ds}: DeepSpeed needs CUDA (fix: "
                                "train.deepspeed=null on CPU)")
         return DeepSpeedEngine(model, optimizer, scheduler, str(deepspeed_config_path(ds)),
-                               float(train_cfg.get("max_grad_norm", 1.0)),
-                               bool(train_cfg.get("bf16", True)),
-                               int(train_cfg.get("max_nonfinite_steps", 5)), info)
-    return PlainEngine(model, optimizer, scheduler, float(train_cfg.get("max_grad_norm", 1.0)),
-                       int(train_cfg.get("max_nonfinite_steps", 5)), info)
+                               float(train_cfg.max_grad_norm), bool(train_cfg.bf16),
+                               int(train_cfg.max_nonfinite_steps), info)
+    return PlainEngine(model, optimizer, scheduler, float(train_cfg.max_grad_norm),
+                       int(train_cfg.max_nonfinite_steps), info)

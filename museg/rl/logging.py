@@ -37,15 +37,6 @@ __all__ = ["MetricsLogger", "plot_reward_curves"]
 log = logging.getLogger(__name__)
 
 
-def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    cur = cfg
-    for part in dotted.split("."):
-        if cur is None:
-            return default
-        cur = cur.get(part) if isinstance(cur, Mapping) or hasattr(cur, "get") else None
-    return default if cur is None else cur
-
-
 def _to_container(cfg: Any) -> dict:
     try:
         from omegaconf import OmegaConf
@@ -138,7 +129,7 @@ class MetricsLogger:
         self._init_wandb(cfg)
 
     def _init_wandb(self, cfg: Any) -> None:
-        mode = os.environ.get("WANDB_MODE") or _cfg_get(cfg, "wandb.mode", "disabled")
+        mode = os.environ.get("WANDB_MODE") or str(cfg.wandb.mode)
         if mode == "disabled":
             return
         import wandb

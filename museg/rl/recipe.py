@@ -112,7 +112,7 @@ class GRPORecipe:
     def _setup_process(self) -> None:
         self.pg = D.open_process_group()
         self.info = info = self.pg.info
-        self.seed = int(self.cfg.get("seed", 0))
+        self.seed = int(self.cfg.seed)
         seed_everything(self.seed + info.rank)
         self.run_dir = Path(str(self.cfg.run_dir)).expanduser().absolute()
         if info.is_main:
@@ -137,7 +137,7 @@ class GRPORecipe:
         self.resume_from = choose_checkpoint(cfg, self.run_dir, self.fingerprint)  # or refused
         policy, self.processor, self.ref, self.model_path = build_models(cfg, self.info)
         self.optimizer, self.scheduler = build_optimizer(policy, self.t, self.total)
-        self.deepspeed = bool(self.t.get("deepspeed"))
+        self.deepspeed = bool(self.t.deepspeed)
         self.state: dict[str, Any] = {}
         if self.resume_from is not None and not self.deepspeed:
             self.state = ckpt.load_checkpoint(self.resume_from, policy, self.optimizer,
@@ -168,12 +168,12 @@ class GRPORecipe:
                                     resume_step=self.start_step if state else None,
                                     history=state.get("history"))
         self.batcher = StepBatcher(self.samples, cfg.video, data_seed=int(t.data_seed),
-                                   shuffle=bool(cfg.data.get("shuffle", True)),
+                                   shuffle=bool(cfg.data.shuffle),
                                    per_device=layout.per_device,
                                    num_generations=int(t.num_generations),
                                    accumulation=layout.accumulation, rank=info.rank,
                                    world_size=info.world_size, run_dir=self.run_dir,
-                                   cache_dir=cfg.paths.get("cache_dir"))
+                                   cache_dir=cfg.paths.cache_dir)
         if state:
             self.batcher.restore_failed(state.get("failed_video_errors")
                                         or state.get("failed_videos") or [])
@@ -184,7 +184,7 @@ class GRPORecipe:
         """The vLLM rollout engine for ``rollout.backend=vllm`` (None for HF or a ``rollout_fn``)."""
         if self.rollout_fn is not None:
             return None
-        if str(self.cfg.get("rollout", {}).get("backend", "hf")) != "vllm":
+        if str(self.cfg.rollout.backend) != "vllm":
             return None
         return VLLMRollout(self.cfg, self.model_path, self.processor, self.engine.module)
 
@@ -193,7 +193,7 @@ class GRPORecipe:
         self.timer = StepTimer()
         cuda = info.device.startswith("cuda")
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
-            cuda and bool(t.get("bf16", True)) and not self.deepspeed) else contextlib.nullcontext
+            cuda and bool(t.bf16) and not self.deepspeed) else contextlib.nullcontext
         self.ctx = StepContext(
             train=t, reward=self.cfg.reward, template=template_from_cfg(self.cfg.stage),
             processor=self.processor, engine=self.engine,

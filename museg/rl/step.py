@@ -131,7 +131,7 @@ def _prompt_inputs(ctx: StepContext, slot: Slot) -> tuple[str, str, Any, int]:
     text = build_prompt_text(ctx.processor, question)
     inputs = build_video_inputs(ctx.processor, [text], [item.video])
     n = int(inputs["input_ids"].shape[1])
-    limit = int(ctx.train.get("max_prompt_length") or 0)
+    limit = int(ctx.train.max_prompt_length or 0)
     if limit and n > limit:
         raise PromptTooLongError(
             f"{getattr(item.sample, 'source', '?')}: prompt is {n} tokens (video included) > "
@@ -272,7 +272,7 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
     """``num_iterations`` optimizer updates on this rank's rollouts; statistics over all ranks."""
     t = ctx.train
     eng = ctx.engine
-    mu = int(t.get("num_iterations", 1) or 1)
+    mu = int(t.num_iterations)
     beta = float(t.beta)
     loss_type = str(t.loss_type)
     pad = ctx.processor.tokenizer.pad_token_id or 0
@@ -288,7 +288,7 @@ def optimize_step(ctx: StepContext, runs: list[RunRollout], glob: GlobalStep) ->
         step_loss = 0.0
         for mi, mb in enumerate(micro):
             n = mb["ids"].shape[0]
-            fb = int(t.get("forward_batch_size") or n)
+            fb = int(t.forward_batch_size or n)
             chunks = [(s, min(s + fb, n)) for s in range(0, n, fb)]
             # token (DAPO): divide by the micro-step's tokens over all ranks / world size
             tok_norm = float(glob.tokens_per_micro[mb["micro"]]) / ctx.world_size
