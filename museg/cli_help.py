@@ -41,7 +41,7 @@ TASK_LINES: dict[str, str] = {
 HIDDEN_CHOICES: frozenset[str] = frozenset({"launcher/slurm_example"})
 
 EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("python -m museg.run", "the offline demo (same as experiment=demo; CPU, ~9 min)"),
+    ("python -m museg.run", "the offline demo (same as experiment=demo; CPU, 7-9 min)"),
     ("python -m museg.run stage=2 model=7b --cfg job --resolve", "print the whole stage-2 recipe"),
     ("python -m museg.run task=preflight data=museg_stage1 paths.data_root=/data/museg",
      "check the stage-1 videos before training"),

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from museg.integrity import read_manifest
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RunIdentityError", "BOOKKEEPING", "train_fingerprint", "file_identity",
@@ -98,14 +100,21 @@ def file_identity(path: str | os.PathLike | None) -> dict[str, Any]:
 
 
 def model_identity(path: str | os.PathLike | None, name: str | None = None) -> str:
-    """A short id of a model: a local directory hashes its config/weight files' names, sizes and
-    mtimes (cheap: no weights are read); anything else (a hub id, ``tiny``) is its name."""
+    """A short id of a model: a local directory with a museg manifest (``final/`` of a training
+    run: sha256 of every file, written at save) is identified by its files' content, so saving the
+    same weights again keeps it; another local directory hashes its config/weight files' names,
+    sizes and mtimes (cheap: no weights are read); anything else (a hub id, ``tiny``) is its name."""
     if path is None:
         return str(name)
     p = Path(str(path)).expanduser()
     if not p.is_dir():
         return str(path)
     h = hashlib.sha256(str(p.absolute()).encode())
+    files = (read_manifest(p) or {}).get("files")
+    if files:
+        for rel in sorted(f for f in files if Path(f).suffix in _MODEL_FILES):
+            h.update(f"{rel}:{files[rel].get('sha256')}".encode())
+        return f"{p.absolute()}#{h.hexdigest()[:16]}"
     for f in sorted(p.rglob("*")):
         if f.is_file() and f.suffix in _MODEL_FILES:
             st = f.stat()

@@ -42,6 +42,8 @@ RULES: tuple[tuple[str, str, str], ...] = (
     (r"^ruff check\b", "suite", "the linter (CI)"),
     (r"^python tests/perf/", "suite", "benchmarks (tests/perf, run by hand)"),
     (r"^kill -USR2\b", "signal", "signals a running job (tests/test_launch_submitit.py)"),
+    (r"^launch/demo_ablation\.sh\b.*launcher\.dry_run=true", "script", "a launch script's dry run"),
+    (r"^launch/compare_sweep\.sh\b", "compare_script", "compare on a missing sweep: one line"),
 )
 
 
@@ -157,3 +159,20 @@ def test_demo_seeds_command_fails_cleanly_without_runs(tmp_path):
         out = subprocess.run([sys.executable, "-m", "museg.demo_seeds", *args], capture_output=True,
                              text=True, cwd=tmp_path, timeout=120)
         assert out.returncode != 0 and "Traceback" not in out.stderr, (cmd, out.stderr[-800:])
+
+
+def test_launch_script_commands_run(tmp_path):
+    """launch/*.sh lines: the dry run prints the jobs; compare on a missing sweep is one line."""
+    for _, cmd in COMMANDS:
+        kind = (rule_for(cmd) or ("",))[0]
+        if kind not in ("script", "compare_script"):
+            continue
+        out = subprocess.run(["bash", *shlex.split(cmd)], capture_output=True, text=True,
+                             cwd=REPO, env=_env(tmp_path), timeout=300)
+        assert "Traceback" not in out.stderr, (cmd, out.stderr[-800:])
+        if kind == "script":
+            assert out.returncode == 0 and out.stdout.strip(), (cmd, out.stderr[-800:])
+        else:
+            lines = [x for x in out.stderr.splitlines() if x.strip()]
+            assert out.returncode != 0 and len(lines) == 1, (cmd, out.stderr[-800:])
+

@@ -156,3 +156,25 @@ def test_failure_budget_counts_distinct_videos():
             pol.load(i, load)
     n, seen = pol.failure_fraction()
     assert n / seen > 0.2 and seen <= 8
+
+
+def test_final_model_identity_is_its_content_so_a_resave_keeps_it(tmp_path):
+    """final/ carries a manifest (sha256 per file): saving the same weights again (a finished run
+    rerun) keeps stage 2's fingerprint of its init model; other weights change it."""
+    import os
+
+    from museg.fingerprint import model_identity
+    from museg.integrity import write_manifest
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "config.json").write_text('{"a": 1}')
+    (final / "model.safetensors").write_bytes(b"weights-1")
+    write_manifest(final, {"kind": "final"})
+    first = model_identity(final)
+    os.utime(final / "model.safetensors", (1, 1))  # re-saved: same bytes, new mtime
+    write_manifest(final, {"kind": "final"})
+    assert model_identity(final) == first
+    (final / "model.safetensors").write_bytes(b"weights-2")  # retrained: same size, new content
+    write_manifest(final, {"kind": "final"})
+    assert model_identity(final) != first

@@ -30,6 +30,7 @@ from transformers import get_scheduler
 from museg.data.annotations import load_train_jsonl
 from museg.data.sources import materialize_synthetic
 from museg.dist import DistInfo
+from museg.integrity import write_manifest
 from museg.model.load import load_model_and_processor, model_path_from_cfg, resolve_dtype
 from museg.rl.batch import steps_per_epoch
 from museg.rl.layout import BatchLayout
@@ -165,8 +166,11 @@ def save_final(engine: Any, processor: Any, out: Path) -> None:
         if engine.accelerator.is_main_process:
             model.save_pretrained(out, state_dict=state)
             processor.save_pretrained(out)
+            write_manifest(out, {"kind": "final"})
         return
     if hasattr(model, "merge_and_unload"):  # LoRA: save merged full weights for stage 2 / eval
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    # sha256 of every file: stage 2 and eval identify this model by content (museg.fingerprint)
+    write_manifest(out, {"kind": "final"})
