@@ -24,6 +24,11 @@ __all__ = ["forward_inputs", "cut_at_tokens", "drop_tokens", "VIDEO_KEYS"]
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
+def _is_any(ids: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+    """Boolean mask of the positions of ``ids`` holding any of ``token_ids``."""
+    return torch.isin(ids, torch.as_tensor([int(t) for t in token_ids], dtype=ids.dtype))
+
+
 def cut_at_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
                   pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Cut completions at the first token of ``bad_ids`` (mask 0 and ``pad`` from there on).
@@ -36,10 +41,7 @@ def cut_at_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
     >>> i.tolist(), m.tolist(), n
     ([[4, 0, 0], [4, 5, 6]], [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], 1)
     """
-    bad = torch.zeros_like(ids, dtype=torch.bool)
-    for b in bad_ids:
-        bad |= ids == int(b)
-    after = bad.long().cumsum(1) > 0
+    after = _is_any(ids, bad_ids).long().cumsum(1) > 0
     rows = int((after & (mask > 0)).any(1).sum())
     return ids.masked_fill(after, pad), mask.masked_fill(after, 0), rows
 
@@ -56,10 +58,7 @@ def drop_tokens(ids: torch.Tensor, mask: torch.Tensor, bad_ids: Sequence[int],
     >>> i.tolist(), m.tolist(), n
     ([[4, 5, 0], [4, 5, 6]], [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], 1)
     """
-    bad = torch.zeros_like(ids, dtype=torch.bool)
-    for b in bad_ids:
-        bad |= ids == int(b)
-    bad &= mask > 0
+    bad = _is_any(ids, bad_ids) & (mask > 0)
     if not bool(bad.any()):
         return ids, mask, 0
     keep = (mask > 0) & ~bad
