@@ -2,8 +2,8 @@
 
 ``grounding_bench(root)`` renders a few short synthetic videos (museg.data.synthetic) and returns
 their grounding-eval file; ``etbench_bench(root, videos)`` writes a small E.T. Bench-format json
-(tvg, tal, rar with options, vhd) plus a subset file over those videos; ``eval_cfg(...)`` builds a
-cfg with the contract's keys for the tiny model on CPU.
+(tvg, tal, rar with options, vhd) plus a subset file over those videos; ``eval_cfg(...)`` is the
+real composed ``task=eval model=tiny benchmark=synthetic`` config set to the tiny model on CPU.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from museg.config import compose_config
 
 SYN_PARAMS = dict(n_train_videos=0, n_heldout_videos=3, queries_per_video=4, seed=7,
                   size=(56, 56), fps=4, duration_range=(4, 6), event_range=(1.0, 2.0),
@@ -65,8 +67,10 @@ def eval_cfg(run_dir: Path, annotation: Path, video_root: Path, kind: str = "tvg
              benchmark: str = "synthetic", subset: Path | None = None, template: str = "stage1",
              limit: int | None = None, batch_size: int = 2, max_new_tokens: int = 16,
              **eval_overrides) -> DictConfig:
-    """A plain OmegaConf cfg with the contract's keys: tiny model, float32, greedy, CPU."""
-    return OmegaConf.create({
+    """The composed ``task=eval model=tiny benchmark=synthetic`` config (every key exists, so code
+    reads ``cfg.eval.limit``) with these test values on top: tiny model, float32, greedy, CPU.
+    It is resolved, so a child process can ``OmegaConf.load`` a saved copy without resolvers."""
+    values = {
         "task": "eval", "seed": 0, "run_dir": str(run_dir),
         "paths": {"data_root": str(annotation.parent), "video_root": str(video_root),
                   "output_root": str(run_dir.parent), "cache_dir": str(run_dir.parent / "cache")},
@@ -85,8 +89,12 @@ def eval_cfg(run_dir: Path, annotation: Path, video_root: Path, kind: str = "tvg
                            "max_frames": None, "max_pixels": None},
                  "backend": "hf", "limit": limit, "predictions": None, "suite": [],
                  **eval_overrides},
-    })
-
+    }
+    # the real composed config (schema, groups, resolvers): a misspelt key here fails (struct mode)
+    cfg = compose_config(["task=eval", "model=tiny", "benchmark=synthetic"])
+    cfg = OmegaConf.merge(cfg, values)
+    OmegaConf.resolve(cfg)
+    return cfg
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -8,6 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from museg.config import compose_config
 from museg.eval.report import PAPER_COLUMNS, collect_settings, paper_table, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -39,7 +40,7 @@ def test_write_report_records_settings_and_plots(tmp_path):
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text(json.dumps({"_name_or_path": "Org/M-7B",
                                                        "model_type": "qwen2_5_vl"}))
-    cfg = OmegaConf.create({
+    cfg = OmegaConf.merge(compose_config(["task=eval", "model=7b"]), {
         "seed": 3,
         "model": {"name": "7b", "path": str(model_dir), "dtype": "bfloat16", "attention": "sdpa"},
         "video": {"backend": "torchcodec", "on_failure": "replace"},

@@ -8,6 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from museg.config import compose_config
 from museg.eval.predictions import PredictionWriter, load_prediction_file
 from museg.eval.score import ScoreError, score
 
@@ -23,8 +24,9 @@ TAL_EXPECTED = {"n": 2, "f1@0.1": 5 / 6, "f1@0.3": 5 / 6, "f1@0.5": 5 / 6, "f1@0
 
 
 def _cfg(tmp_path, pred, kind, benchmark="bench", subset=None):
-    return OmegaConf.create({
-        "task": "score", "run_dir": str(tmp_path / "scored"),
+    """The composed task=score config with this predictions file (no annotation)."""
+    return OmegaConf.merge(compose_config(["task=score"]), {
+        "run_dir": str(tmp_path / "scored"),
         "eval": {"benchmark": benchmark, "kind": kind, "annotation": None, "subset": subset,
                  "predictions": str(pred)},
     })

@@ -22,7 +22,6 @@ from typing import Any
 from museg.data.annotations import load_etbench, load_grounding_eval
 from museg.data.prompts import TEMPLATES, build_question
 from museg.data.video import video_spec_from_cfg
-from museg.eval.cfg import cfg_get
 
 __all__ = ["EvalError", "check_videos_exist", "eval_question", "eval_video_spec",
            "load_eval_items"]
@@ -34,22 +33,21 @@ class EvalError(RuntimeError):
 
 def load_eval_items(cfg: Any) -> list:
     """Benchmark items for ``cfg.eval`` (kind tvg/tal/etbench), truncated to ``cfg.eval.limit``."""
-    kind = cfg_get(cfg, "eval.kind")
-    ann = cfg_get(cfg, "eval.annotation")
-    root = cfg_get(cfg, "eval.video_root") or cfg_get(cfg, "paths.video_root", "")
-    on_bad = cfg_get(cfg, "data.on_bad_record", "fail")
+    kind, ann = cfg.eval.kind, cfg.eval.annotation
     if not ann:
         raise EvalError("eval.annotation is not set (fix: benchmark=<name> or eval.annotation=PATH)")
     if not Path(ann).exists():
         raise EvalError(f"{ann}: annotation file not found (fix: set eval.annotation or "
                         "paths.data_root)")
+    root = cfg.eval.video_root or cfg.paths.video_root
+    on_bad = cfg.data.on_bad_record
     if kind in ("tvg", "tal", "mixed"):
         items = load_grounding_eval(ann, root, on_bad_record=on_bad)
     elif kind == "etbench":
-        items = load_etbench(ann, root, on_bad_record=on_bad, subset=cfg_get(cfg, "eval.subset"))
+        items = load_etbench(ann, root, on_bad_record=on_bad, subset=cfg.eval.subset)
     else:
         raise EvalError(f"eval.kind={kind!r} is not one of tvg, tal, mixed, etbench")
-    limit = cfg_get(cfg, "eval.limit")
+    limit = cfg.eval.limit
     if limit is not None:
         items = items[: int(limit)]
     ids = [it.item_id for it in items]
@@ -64,9 +62,10 @@ def check_videos_exist(cfg: Any, items: Sequence) -> None:
     paths = list(dict.fromkeys(it.video_path for it in items))
     if not paths or any(os.path.exists(p) for p in paths):
         return
-    key = "eval.video_root" if cfg_get(cfg, "eval.video_root") else "paths.video_root"
-    raise EvalError(f"none of the {len(paths)} videos of benchmark={cfg_get(cfg, 'eval.benchmark')} "
-                    f"exists under {key}={cfg_get(cfg, key)} (first missing: {paths[0]}; fix: set "
+    key, root = (("eval.video_root", cfg.eval.video_root) if cfg.eval.video_root
+                 else ("paths.video_root", cfg.paths.video_root))
+    raise EvalError(f"none of the {len(paths)} videos of benchmark={cfg.eval.benchmark} "
+                    f"exists under {key}={root} (first missing: {paths[0]}; fix: set "
                     f"{key} to the folder holding the annotation's video paths, "
                     f"e.g. {items[0].video})")
 
@@ -88,4 +87,4 @@ def eval_question(template: str | None, problem: str) -> str:
 
 def eval_video_spec(cfg: Any) -> dict:
     """Frame-sampling spec for evaluation (``cfg.eval.video``; MUSEG: fps 2, 16·28·28 min pixels)."""
-    return dict(video_spec_from_cfg(cfg_get(cfg, "eval.video", {})))
+    return dict(video_spec_from_cfg(cfg.eval.video))

@@ -31,12 +31,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from museg.data.prompts import template_from_cfg
 from museg.data.video import VideoError, VideoFailure, VideoLoader
-from museg.eval.cfg import cfg_get, plain
 from museg.eval.items import (
     EvalError,
     check_videos_exist,
@@ -69,31 +68,36 @@ _ABORT_AFTER_FAILURES = 8
 
 
 # --------------------------------------------------------------------------------------- running
+
+def plain(x: Any) -> Any:
+    """``x`` as plain python containers when it is a ``DictConfig`` (resolved), else ``x``."""
+    return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) else x
+
+
 def _settings_fingerprint(cfg: Any, spec: Mapping) -> dict:
     """Settings that change predictions; a resumed run must match them."""
     return {
-        "benchmark": cfg_get(cfg, "eval.benchmark"),
-        "kind": cfg_get(cfg, "eval.kind"),
-        "annotation": str(cfg_get(cfg, "eval.annotation")),
-        "subset": cfg_get(cfg, "eval.subset"),
-        "template": cfg_get(cfg, "eval.template"),
-        "model": str(cfg_get(cfg, "model.path") or cfg_get(cfg, "model.name")),
-        "dtype": cfg_get(cfg, "model.dtype"),
-        "do_sample": bool(cfg_get(cfg, "eval.do_sample", False)),
-        "max_new_tokens": cfg_get(cfg, "eval.max_new_tokens"),
+        "benchmark": cfg.eval.benchmark,
+        "kind": cfg.eval.kind,
+        "annotation": str(cfg.eval.annotation),
+        "subset": cfg.eval.subset,
+        "template": cfg.eval.template,
+        "model": str(cfg.model.path or cfg.model.name),
+        "dtype": cfg.model.dtype,
+        "do_sample": bool(cfg.eval.do_sample),
+        "max_new_tokens": cfg.eval.max_new_tokens,
         "video": {k: plain(v) for k, v in sorted(spec.items())},
-        "decode_backend": cfg_get(cfg, "video.backend"),
+        "decode_backend": cfg.video.backend,
         **_identity(cfg),
     }
 
 
 def _identity(cfg: Any) -> dict:
     """Data and model identity (museg.fingerprint): annotation size + sha256, model files."""
-    ann = cfg_get(cfg, "eval.annotation")
+    ann = cfg.eval.annotation
     info = file_identity(ann) if ann else {}
     return {"annotation_size": info.get("size"), "annotation_sha256": info.get("sha256"),
-            "model_identity": model_identity(cfg_get(cfg, "model.path"),
-                                             cfg_get(cfg, "model.name"))}
+            "model_identity": model_identity(cfg.model.path, cfg.model.name)}
 
 
 def _check_resume(run_dir: Path, fp: dict, n_done: int, resume: Any = "auto") -> None:
@@ -141,8 +145,8 @@ def _video_loader(cfg: Any, run_dir: Path) -> VideoLoader:
     """The evaluation's :class:`VideoLoader`: ``eval.video``'s frame spec, ``video``'s decoding
     settings, one background decode thread; a video the planner rejects (``ValueError``) fails
     like an unreadable one."""
-    return VideoLoader.from_cfg(cfg_get(cfg, "video", {}), spec=eval_video_spec(cfg),
-                                cache_dir=cfg_get(cfg, "paths.cache_dir", str(run_dir / "cache")),
+    return VideoLoader.from_cfg(cfg.video, spec=eval_video_spec(cfg),
+                                cache_dir=cfg.paths.cache_dir,
                                 workers=1, failure_types=(VideoError, ValueError))
 
 
@@ -183,18 +187,18 @@ def run_inference(cfg: Any, items: Sequence, backend: Backend | None,
     pred_path = run_dir / "predictions.jsonl"
     done = finished_ids(pred_path)  # items whose video failed before are retried
     todo = [it for it in items if it.item_id not in done]
-    fail_fast = cfg_get(cfg, "video.on_failure", "replace") == "fail"
+    fail_fast = cfg.video.on_failure == "fail"
     template = template_from_cfg(cfg.eval, "eval")  # eval.template_file, else eval.template
-    kind = cfg_get(cfg, "eval.kind")
+    kind = cfg.eval.kind
     if todo and backend is None:
         backend = make_backend(cfg)
     t0 = time.perf_counter()
     tally = _Tally()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item", disable=None,
-               desc=f"eval {cfg_get(cfg, 'eval.benchmark', '')}", dynamic_ncols=True)
+               desc=f"eval {cfg.eval.benchmark}", dynamic_ncols=True)
     loader = _video_loader(cfg, run_dir)
-    batches = _batches(todo, cfg_get(cfg, "eval.batch_size", 4))
-    ahead = max(0, int(cfg_get(cfg, "video.prefetch", 2)))
+    batches = _batches(todo, cfg.eval.batch_size)
+    ahead = max(0, int(cfg.video.prefetch))
     try:
         with PredictionWriter(pred_path) as writer:
             for batch, loaded in _loaded_batches(loader, batches, ahead):
@@ -230,7 +234,7 @@ def _model_path_or_none(cfg: Any) -> str | None:
     try:
         return str(model_path_from_cfg(cfg.model))
     except Exception:  # provenance only: never fail a finished run for it
-        return cfg_get(cfg, "model.path")
+        return cfg.model.path
 
 
 def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
@@ -241,7 +245,7 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
 
     ``backend`` lets a caller reuse a loaded model across benchmarks.
     """
-    if cfg_get(cfg, "eval.kind") == "suite" or cfg_get(cfg, "eval.benchmark") == "all":
+    if cfg.eval.kind == "suite" or cfg.eval.benchmark == "all":
         results = run_suite(cfg, backend=backend)
         _track_final_metrics(cfg, results)  # one wandb run for the suite: <benchmark>.<metric>
         return results
@@ -252,15 +256,15 @@ def evaluate(cfg: Any, backend: Backend | None = None) -> dict:
 
 def evaluate_benchmark(cfg: Any, backend: Backend | None = None) -> dict:
     """Run (or resume) the single benchmark of ``cfg`` and write its report (no tracking)."""
-    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
+    run_dir = Path(cfg.run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     items = load_eval_items(cfg)
     check_videos_exist(cfg, items)
     spec = eval_video_spec(cfg)
     pred_path = run_dir / "predictions.jsonl"
     n_done = len(read_predictions(pred_path))
-    _check_resume(run_dir, _settings_fingerprint(cfg, spec), n_done, cfg_get(cfg, "resume", "auto"))
-    log.info("%s: %d items (%d already finished) -> %s", cfg_get(cfg, "eval.benchmark"),
+    _check_resume(run_dir, _settings_fingerprint(cfg, spec), n_done, cfg.resume)
+    log.info("%s: %d items (%d already finished) -> %s", cfg.eval.benchmark,
              len(items), n_done, pred_path)
     run_stats, backend = run_inference(cfg, items, backend, run_dir)
 
@@ -271,7 +275,7 @@ def evaluate_benchmark(cfg: Any, backend: Backend | None = None) -> dict:
         raise EvalError(f"{pred_path}: {len(missing)} item(s) have no prediction after the run "
                         f"(first: {missing[0]}); rerun to resume")
     records = [recs[i] for i in ids]
-    kind = cfg_get(cfg, "eval.kind")
+    kind = cfg.eval.kind
     metrics = compute_metrics(kind, records, subset=None)
     model_path = backend.model_path if backend is not None else _model_path_or_none(cfg)
     settings = collect_settings(cfg, model_path=model_path, video_spec=spec)
@@ -281,12 +285,12 @@ def evaluate_benchmark(cfg: Any, backend: Backend | None = None) -> dict:
     bad_videos = sorted({str(r.get("video")) for r in records if r.get("error")})
     n_videos = len({str(r.get("video")) for r in records})
     settings["failed_videos"] = bad_videos
-    max_frac = float(cfg_get(cfg, "video.max_failure_fraction", 0.05))
+    max_frac = float(cfg.video.max_failure_fraction)
     if len(bad_videos) > max_frac * n_videos:
         log.error("%d of %d distinct videos (> video.max_failure_fraction=%s) are unreadable; "
                   "their %d item(s) score 0; see `error` in %s (rerun to retry them)",
                   len(bad_videos), n_videos, max_frac, n_err, pred_path)
-    write_report(run_dir, cfg_get(cfg, "eval.benchmark", kind), kind, metrics, settings, records)
+    write_report(run_dir, cfg.eval.benchmark, kind, metrics, settings, records)
     return metrics
 
 
@@ -298,13 +302,13 @@ def run_suite(cfg: Any, backend: Backend | None = None,
 
     ``benchmark_cfgs`` (name -> eval node) replaces reading ``conf/benchmark/<name>.yaml``.
     """
-    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
+    run_dir = Path(cfg.run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     shared = SharedBackend(cfg, backend)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     for name, sub in suite_configs(cfg, benchmark_cfgs, conf_dir):
-        ann = cfg_get(sub, "eval.annotation")
+        ann = sub.eval.annotation
         if not ann or not Path(ann).is_file():
             reason = f"annotation file not found: {ann}"
             log.warning("benchmark %s skipped: %s (set paths.data_root or eval.suite)", name, reason)
@@ -318,7 +322,7 @@ def run_suite(cfg: Any, backend: Backend | None = None,
 
 def _track_final_metrics(cfg: Any, metrics: Mapping) -> None:
     """The final metrics into the run's wandb summary (no-op when wandb is disabled)."""
-    log_final_metrics(cfg, metrics, Path(cfg_get(cfg, "run_dir") or ".").absolute())
+    log_final_metrics(cfg, metrics, Path(cfg.run_dir).absolute())
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: python -m museg.eval.runner cfg.yaml

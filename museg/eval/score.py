@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from museg.eval.cfg import cfg_get
 from museg.eval.etbench import etbench_metrics
 from museg.eval.metrics import grounding_metrics, metric_output
 from museg.eval.predictions import PredictionFormatError, load_prediction_file
@@ -113,12 +112,12 @@ def _sha256(path: Path) -> str:
 
 def score(cfg: Any) -> dict:
     """Score ``cfg.eval.predictions`` for ``cfg.eval.kind``; writes the report to ``cfg.run_dir``."""
-    pred = cfg_get(cfg, "eval.predictions")
+    pred = cfg.eval.predictions
     if not pred:
         raise ScoreError("task=score needs eval.predictions=<file> (our predictions.jsonl or the "
                          "reference implementation's output json)")
     path = Path(pred)
-    kind = cfg_get(cfg, "eval.kind")
+    kind = cfg.eval.kind
     if kind not in ("tvg", "tal", "mixed", "etbench"):
         raise ScoreError(f"task=score scores one benchmark, got eval.kind={kind!r} "
                          "(fix: benchmark=<charades_sta|thumos14|...|et_bench_subset>)")
@@ -130,10 +129,10 @@ def score(cfg: Any) -> dict:
         raise ScoreError(f"{path}: no predictions in the file")
     _check_kind(path, fmt, kind, records)
     check_records(path, kind, records)
-    bench = str(cfg_get(cfg, "eval.benchmark", kind))
+    bench = str(cfg.eval.benchmark)
     cov = coverage(cfg, records)
     if cov["checked"] and not cov["complete"]:
-        if not cfg_get(cfg, "eval.allow_partial", False):
+        if not cfg.eval.allow_partial:
             raise ScoreError(f"{path}: does not match benchmark={bench}: {describe(cov)} (fix: "
                              "choose the benchmark the file was made for, or eval.allow_partial="
                              "true to score it labelled as partial)")
@@ -142,7 +141,7 @@ def score(cfg: Any) -> dict:
     elif not cov["checked"]:
         log.warning("could not compare %s with benchmark=%s (%s); the report says so", path,
                     bench, cov["reason"])
-    subset = cfg_get(cfg, "eval.subset") if kind == "etbench" else None
+    subset = cfg.eval.subset if kind == "etbench" else None
     try:
         metrics = compute_metrics(kind, records, subset=subset)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -158,7 +157,7 @@ def score(cfg: Any) -> dict:
     old = path.parent / "eval_settings.json"
     if fmt == "museg" and old.exists():
         settings["run_settings"] = json.loads(old.read_text())
-    run_dir = Path(cfg_get(cfg, "run_dir") or ".").absolute()
+    run_dir = Path(cfg.run_dir).absolute()
     settings["coverage"] = cov
     write_report(run_dir, bench, kind, metrics, settings, records)
     return metrics

@@ -31,7 +31,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from museg.config.naming import register_resolvers
-from museg.eval.cfg import cfg_get
 from museg.eval.report import collect_settings, paper_table
 from museg.generation.backends import Backend, make_backend
 from museg.model.load import model_path_from_cfg
@@ -77,7 +76,7 @@ def _sub_cfg(cfg: Any, name: str, node: Mapping) -> DictConfig:
         if k not in sub.eval:
             sub.eval[k] = node[k]
     sub.eval.suite = []
-    sub.run_dir = str(Path(cfg_get(cfg, "run_dir") or ".").absolute() / name)
+    sub.run_dir = str(Path(cfg.run_dir).absolute() / name)
     register_resolvers()
     OmegaConf.resolve(sub)
     return sub
@@ -86,7 +85,7 @@ def _sub_cfg(cfg: Any, name: str, node: Mapping) -> DictConfig:
 def suite_configs(cfg: Any, benchmark_cfgs: Mapping[str, Mapping] | None = None,
                   conf_dir: str | Path | None = None) -> list[tuple[str, DictConfig]]:
     """(name, resolved per-benchmark cfg) for every benchmark of the suite, in order."""
-    names: Sequence[str] = list(cfg_get(cfg, "eval.suite", []) or []) or list(DEFAULT_SUITE)
+    names: Sequence[str] = list(cfg.eval.suite) or list(DEFAULT_SUITE)
     out = []
     for name in names:
         node = (benchmark_cfgs or {}).get(name)
@@ -101,7 +100,7 @@ class SharedBackend:
 
     def __init__(self, cfg: Any, backend: Backend | None = None) -> None:
         self.cfg, self._b = cfg, backend
-        self.name = cfg_get(cfg, "eval.backend", "hf")
+        self.name = cfg.eval.backend
 
     @property
     def model_path(self) -> str:
@@ -119,7 +118,7 @@ def write_suite_report(cfg: Any, run_dir: Path, results: Mapping[str, dict],
                        skipped: Mapping[str, str], shared: SharedBackend) -> None:
     """``run_dir/results.json`` and ``run_dir/results.md``: the combined table in the paper's
     column order, the skipped benchmarks and links to each benchmark's report."""
-    label = Path(shared.model_path).name if results else str(cfg_get(cfg, "model.name", "model"))
+    label = Path(shared.model_path).name if results else str(cfg.model.name)
     settings = collect_settings(cfg, model_path=shared.model_path if results else None)
     payload = {"benchmarks": {n: {"metrics": m, "run_dir": str(run_dir / n)}
                               for n, m in results.items()},
