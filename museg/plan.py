@@ -47,9 +47,8 @@ def count_train_rows(cfg: Any) -> tuple[int, int]:
     """``(rows trained on, rows kept although malformed)`` of ``cfg.data.train_file``."""
     from museg.data.annotations import load_train_jsonl
 
-    kept: list[str] = []
     samples = load_train_jsonl(str(cfg.data.train_file), str(cfg.paths.video_root),
-                               on_bad_record=str(cfg.data.on_bad_record), bad_records=kept)
+                               on_bad_record=str(cfg.data.on_bad_record))
     if cfg.data.task_filter:
         samples = [s for s in samples if s.task == cfg.data.task_filter]
     if cfg.data.max_samples:

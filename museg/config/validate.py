@@ -91,11 +91,12 @@ def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
     if cfg.task in TRAINING_TASKS and t.num_generations >= 2:
         try:
             layout = layout_from_cfg(t, world_size_from_cfg(cfg))
-        except LayoutError as e:
+            fb = t.forward_batch_size
+        except LayoutError as e:  # its message is "<key>: <problem> (fix: <fix>)"
             key, _, rest = str(e).partition(": ")
             problem, _, fix = rest.rpartition(" (fix: ")
-            return [*out, ConfigProblem(key, problem, fix.rstrip(")"))]
-        fb = t.forward_batch_size
+            out.append(ConfigProblem(key, problem, fix.rstrip(")")))
+            fb = None  # no micro-batch to divide; the other train checks still run
         if fb is not None and (fb < 1 or layout.per_device % fb):
             out.append(ConfigProblem("train.forward_batch_size",
                                      f"{fb} does not divide the per-device micro-batch of "
