@@ -101,9 +101,6 @@ def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
             out.append(ConfigProblem("train.forward_batch_size",
                                      f"{fb} does not divide the per-device micro-batch of "
                                      f"{layout.per_device} completions", "use a divisor of it or null"))
-    if t.temperature <= 0 or (t.logprob_temperature is not None and t.logprob_temperature <= 0):
-        out.append(ConfigProblem("train.temperature", "sampling and log-prob temperatures must be "
-                                 "> 0", "use 0.9 / 1.0 (MUSEG)"))
     ds = deepspeed_config_path(t.deepspeed)
     if cfg.task in TRAINING_TASKS and ds is not None and not ds.is_file():
         names = sorted(p.stem for p in (package_conf_dir() / "deepspeed").glob("*.json"))
