@@ -11,7 +11,7 @@ dispatches ``cfg.task`` to a plain function that tests call directly::
 
 Tasks: ``train`` (museg.rl.trainer.train), ``eval`` (museg.eval.runner.evaluate),
 ``score`` (museg.eval.score.score), ``preflight`` (museg.data.preflight.preflight), ``demo``
-(museg.demo.run_demo) and ``compare`` (museg.compare.compare: tables and plots of finished runs).
+(museg.demo.pipeline.run_demo) and ``compare`` (museg.compare.compare: tables and plots of finished runs).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def dispatch(cfg: DictConfig) -> Any:
         raise ConfigError(f"task: unknown task {cfg.task!r} (fix: one of {', '.join(TASKS)})")
     module_name, fn_name = target.split(":")
     fn: Callable[[DictConfig], Any] = getattr(importlib.import_module(module_name), fn_name)
-    # imported here: checkpoint_info pulls in torch, which --help and the pre-check never need
+    # imported here: checkpoint_info pulls in transformers (~3 s), which --help, the pre-check
+    # and a dry run never need
     from museg.model.checkpoint_info import CheckpointMismatch, apply_checkpoint_settings
 
     try:  # model.path to a real checkpoint under model=tiny: its settings, or one line

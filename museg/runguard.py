@@ -41,6 +41,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from museg.data.video.policy import FailureBudgetExceeded
+from museg.eval.predictions import PredictionFormatError
+from museg.eval.score import ScoreError
+from museg.fingerprint import RunIdentityError
+from museg.integrity import DiskFullError
+from museg.launch.environment import in_submitit_job
+from museg.launch.wandb_probe import WandbUnreachableError, ensure_wandb_reachable
+from museg.rl.checkpoint import CheckpointError
+
 __all__ = ["RunRefused", "RunLockedError", "prepare_run_dir", "select_run_dir", "acquire_lock",
            "has_state", "job_identity", "refusal_types", "LOCK_NAME", "CLAIM_NAME"]
 
@@ -77,8 +86,6 @@ def has_state(directory: str | os.PathLike) -> bool:
 def job_identity() -> tuple[str, int]:
     """``(token, global rank)`` of this process: the submitit/SLURM job id (stable across
     requeues), a torchrun run id, or ``host:pid`` for a plain process."""
-    from museg.launch.environment import in_submitit_job
-
     if in_submitit_job():
         with contextlib.suppress(Exception):
             from submitit import JobEnvironment
@@ -214,19 +221,16 @@ def release_lock(run_dir: str | os.PathLike) -> None:
 def prepare_run_dir(cfg: Any) -> None:
     """Choose ``cfg.run_dir`` and lock it (module docstring); no-op for other tasks and dry runs.
     A refusal raises :class:`RunRefused` (one line, exit code 2)."""
-    launcher = cfg.get("launcher") or {}
-    if launcher.get("dry_run"):
+    if cfg.launcher.dry_run:
         return
-    from museg.launch.wandb_probe import WandbUnreachableError, ensure_wandb_reachable
-
     try:
         ensure_wandb_reachable(cfg)  # online without network: offline with one warning
     except WandbUnreachableError as e:
         raise RunRefused(str(e)) from None
-    if str(cfg.get("task")) not in ("train", "eval"):
+    if str(cfg.task) not in ("train", "eval"):
         return
     token, rank = job_identity()
-    resume = cfg.get("resume", "auto")
+    resume = cfg.resume
     try:
         run_dir, same_job = select_run_dir(str(cfg.run_dir), resume, token)
     except OSError as e:
@@ -248,17 +252,12 @@ def prepare_run_dir(cfg: Any) -> None:
 
 def refusal_types() -> tuple[type[BaseException], ...]:
     """Errors a task may raise that mean "refused, with the fix" (printed as one line)."""
-    from museg.data.video.policy import FailureBudgetExceeded
-    from museg.eval.predictions import PredictionFormatError
-    from museg.eval.score import ScoreError
-    from museg.fingerprint import RunIdentityError
-    from museg.integrity import DiskFullError
-    from museg.rl.checkpoint import CheckpointError
-
     types: list[type[BaseException]] = [FailureBudgetExceeded, PredictionFormatError, ScoreError,
                                         RunIdentityError, DiskFullError, CheckpointError,
                                         RunLockedError]
     with contextlib.suppress(ImportError):
+        # imported here: museg.rl.builders pulls in transformers (~3 s), which the CLI pre-check
+        # and a refused run never need
         from museg.rl.builders import TrainError
 
         types.append(TrainError)

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+
+from museg import dist as D
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,13 +47,9 @@ def cli(args: list[str], timeout: float = 600, cwd: Path | None = None,
 
 
 def gather_ranks(cfg) -> dict:
-    """Rank entry point: all-gather (rank, a value from cfg) over gloo, report the env."""
-    import torch.distributed as dist
-
-    from museg import dist as D
-
+    """Rank entry point: all-gather (rank, cfg.seed) over gloo, report the env."""
     info = D.init_distributed()
-    mine = torch.tensor([float(info.rank), float(cfg.value)])
+    mine = torch.tensor([float(info.rank), float(cfg.seed)])
     gathered = D.all_gather_cat(mine.unsqueeze(0))
     out = {"rank": info.rank, "world_size": info.world_size, "gathered": gathered.tolist(),
            "backend": dist.get_backend(), "omp": os.environ.get("OMP_NUM_THREADS"),
@@ -62,10 +61,6 @@ def gather_ranks(cfg) -> dict:
 def group_of_the_launcher(cfg) -> dict:
     """Rank entry point under ``launcher.dist_backend=gloo``: the group exists before the task and
     the task does not own it (the rank's launcher opened it and tears it down)."""
-    import torch.distributed as dist
-
-    from museg import dist as D
-
     existed = D.is_distributed()
     pg = D.open_process_group()
     D.barrier()

@@ -10,13 +10,15 @@ import signal
 
 import pytest
 from helpers_launch import fail_on_rank_one, gather_ranks, group_of_the_launcher
-from omegaconf import OmegaConf
 
+from museg.config import compose_config
 from museg.launch.environment import DIST_VARS, in_submitit_job
 from museg.launch.job import run_job
 from museg.launch.local import LocalLaunchError, launch_local, local_commands
 from museg.launch.preemption import PreemptionHandler, preemption_signal
+from museg.launch.preview import preview
 from museg.launch.tracking import CHOICES_ENV, wandb_init_kwargs
+from museg.rl.checkpoint_request import checkpoint_requested, clear_checkpoint_request
 
 
 @pytest.fixture
@@ -46,9 +48,11 @@ def submitit_task(tmp_path, monkeypatch):
 
 
 def _cfg(tmp_path, task="train", **launcher):
-    return OmegaConf.create({"task": task, "run_dir": str(tmp_path / "run"),
-                             "launcher": {"name": "submitit_local", "nproc_per_node": 2,
-                                          "dist_backend": "auto", "dry_run": False, **launcher}})
+    """The composed config of a 2-task ``launcher=submitit_local`` job."""
+    return compose_config([f"task={task}", f"run_dir={tmp_path / 'run'}", "launcher=submitit_local",
+                           "launcher.nproc_per_node=2", "launcher.dist_backend=auto",
+                           "launcher.dry_run=false",
+                           *(f"launcher.{k}={v}" for k, v in launcher.items())])
 
 
 def test_submitit_task_exports_torch_distributed_and_records_the_job(tmp_path, submitit_task):
@@ -70,8 +74,6 @@ def test_submitit_task_exports_torch_distributed_and_records_the_job(tmp_path, s
 
 
 def test_preemption_signal_checkpoints_then_requeues_through_submitit(tmp_path, submitit_task):
-    from museg.rl.checkpoint_request import checkpoint_requested, clear_checkpoint_request
-
     sig = preemption_signal()
     steps = []
 
@@ -130,7 +132,7 @@ def test_handler_outside_a_job_only_flags():
 
 
 def test_local_launcher_two_gloo_processes(tmp_path):
-    cfg = OmegaConf.create({"value": 5.0})
+    cfg = compose_config(["task=train", "seed=5"])  # gather_ranks all-gathers cfg.seed
     out = launch_local(gather_ranks, cfg, nproc=2, log_file=tmp_path / "run.log")
     assert out["rank"] == 0 and out["world_size"] == 2 and out["backend"] == "gloo"
     assert out["gathered"] == [[0.0, 5.0], [1.0, 5.0]]
@@ -140,26 +142,26 @@ def test_local_launcher_two_gloo_processes(tmp_path):
 
 
 def test_local_launcher_with_a_backend_owns_the_process_group():
-    out = launch_local(group_of_the_launcher, OmegaConf.create({}), nproc=2, backend="gloo")
+    out = launch_local(group_of_the_launcher, compose_config(["task=train"]), nproc=2,
+                       backend="gloo")
     assert out == {"existed": True, "owned": False, "backend": "gloo", "world_size": 2}
 
 
 @pytest.mark.slow
 def test_local_launcher_reports_the_failing_rank():
     with pytest.raises(LocalLaunchError, match="rank 1 failed: ValueError: rank one is broken"):
-        launch_local(fail_on_rank_one, OmegaConf.create({}), nproc=2)
+        launch_local(fail_on_rank_one, compose_config(["task=train"]), nproc=2)
 
 
 def test_local_dry_run_prints_per_rank_commands(tmp_path, capsys):
-    cfg = OmegaConf.create({"task": "train", "run_dir": str(tmp_path), "launcher": {
-        "name": "local", "nproc_per_node": 2, "dist_backend": "gloo", "dry_run": True}})
+    cfg = compose_config(["task=train", f"run_dir={tmp_path}", "launcher=local",
+                          "launcher.nproc_per_node=2", "launcher.dist_backend=gloo",
+                          "launcher.dry_run=true"])
     assert run_job(cfg, lambda c: pytest.fail("dry run must not run the task")) is None
     out = capsys.readouterr().out
     assert "2 process(es) on this machine (gloo)" in out
     assert out.count("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1") == 2
     assert local_commands(["model=tiny"], 3)[2].startswith("RANK=2 LOCAL_RANK=2 WORLD_SIZE=3 ")
-    from museg.launch.preview import preview
-
     text = preview(["launcher.nproc_per_node=2", "launcher.dry_run=true", "stage=2"],
                    multirun=False)
     ranks = [ln for ln in text.splitlines() if ln.startswith("RANK=")]
@@ -168,8 +170,6 @@ def test_local_dry_run_prints_per_rank_commands(tmp_path, capsys):
 
 
 def test_wandb_settings_group_job_type_tags(monkeypatch):
-    from museg.config import compose_config
-
     cfg = compose_config(["launcher=slurm", "model=7b", "stage=2", "experiment_name=rw_sweep",
                           "reward.weights.format=0.5", "wandb.tags=[paper]"])
     monkeypatch.setenv(CHOICES_ENV, json.dumps({"model": "7b", "stage": "2", "reward": "phase2",

@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 from helpers_eval import eval_cfg, grounding_bench
 
-from museg.config import check_overrides
+from museg.config import check_overrides, compose_config
 from museg.data.annotations import AnnotationError, load_grounding_eval, load_train_jsonl
+from museg.data.preflight import check_video
+from museg.eval.runner import evaluate
+from museg.eval.score import ScoreError, score
+from museg.launch.wandb_probe import WandbUnreachableError, ensure_wandb_reachable
 from museg.runguard import (
     CLAIM_NAME,
     acquire_lock,
@@ -108,20 +112,18 @@ def test_resume_never_takes_a_fresh_sibling_and_auto_continues_it(tmp_path):
 
 
 def test_requeued_resume_never_job_continues_its_own_run(tmp_path, monkeypatch):
-    from omegaconf import OmegaConf
-
     monkeypatch.setattr("museg.runguard.job_identity", lambda: ("job:77", 0))
     base = tmp_path / "run"
     (base / "final").mkdir(parents=True)
-    cfg = OmegaConf.create({"task": "train", "run_dir": str(base), "resume": "never",
-                            "wandb": {"mode": "disabled"}, "launcher": {"dry_run": False}})
+    overrides = ["task=train", f"run_dir={base}", "resume=never", "wandb.mode=disabled",
+                 "launcher.dry_run=false"]
+    cfg = compose_config(overrides)
     prepare_run_dir(cfg)
     fresh = Path(cfg.run_dir)
     assert fresh.name == "run.run2" and json.loads((fresh / CLAIM_NAME).read_text())["job"] == "job:77"
     (fresh / "checkpoints").mkdir()
     release_lock(fresh)
-    again = OmegaConf.create({**OmegaConf.to_container(cfg), "run_dir": str(base),
-                              "resume": "never"})
+    again = compose_config(overrides)  # run_dir=base, resume=never again
     prepare_run_dir(again)  # the requeued job
     assert Path(again.run_dir) == fresh and again.resume == "auto"
     release_lock(fresh)
@@ -221,8 +223,6 @@ def test_score_input_errors_are_one_line_exit_2(tmp_path):
     ("ref.json", '[{"video": "a.mp4", "groundtruth": [[0, 1]], "result": "x"}]', "`result` is a str"),
 ])
 def test_score_rejects_bad_files(tmp_path, name, content, needle):
-    from museg.eval.score import ScoreError, score
-
     ann, videos = grounding_bench(tmp_path, n_items=6)
     pred = tmp_path / name
     pred.write_text(content)
@@ -232,8 +232,6 @@ def test_score_rejects_bad_files(tmp_path, name, content, needle):
 
 
 def test_score_partial_file_needs_allow_partial(tmp_path):
-    from museg.eval.score import ScoreError, score
-
     ann, videos = grounding_bench(tmp_path, n_items=6)
     items = json.loads(ann.read_text())
     pred = tmp_path / "p.jsonl"
@@ -251,9 +249,6 @@ def test_score_partial_file_needs_allow_partial(tmp_path):
 
 # ------------------------------------------------------------------------ videos in eval
 def test_unreadable_paths_score_zero_and_are_listed_in_eval(tmp_path):
-    from museg.data.preflight import check_video
-    from museg.eval.runner import evaluate
-
     ann, videos = grounding_bench(tmp_path, n_items=6)
     items = json.loads(ann.read_text())
     os.symlink(tmp_path / "loop_b.mp4", tmp_path / "loop_a.mp4")
@@ -276,16 +271,12 @@ def test_unreadable_paths_score_zero_and_are_listed_in_eval(tmp_path):
 
 # ------------------------------------------------------------------------------ wandb
 def test_wandb_online_without_network_falls_back_or_refuses(monkeypatch, caplog):
-    from omegaconf import OmegaConf
-
-    from museg.launch.wandb_probe import WandbUnreachableError, ensure_wandb_reachable
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("WANDB_MODE", "online")
-    cfg = OmegaConf.create({"wandb": {"mode": "online", "require_online": True}})
+    cfg = compose_config(["wandb.mode=online", "wandb.require_online=true"])
     t0 = time.monotonic()
     with pytest.raises(WandbUnreachableError, match="require_online"):
         ensure_wandb_reachable(cfg)

@@ -17,9 +17,10 @@ from helpers_rl import oracle_mix_rollout, tiny_train_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from museg.data.sources import materialize_synthetic
 from museg.data.video import FailureBudgetExceeded, FailurePolicy, VideoUnreadableError
-from museg.fingerprint import RunIdentityError
-from museg.integrity import DiskFullError, verify_checkpoint
+from museg.fingerprint import RunIdentityError, model_identity
+from museg.integrity import DiskFullError, verify_checkpoint, write_manifest
 from museg.rl import checkpoint as ckpt
 from museg.rl.trainer import train
 
@@ -106,8 +107,6 @@ def test_disk_full_names_directory_and_keeps_previous(tmp_path, monkeypatch):
 
 
 def _point_first_record_at(cfg, tmp_path: Path, video: str) -> None:
-    from museg.data.sources import materialize_synthetic
-
     materialize_synthetic(cfg)
     lines = Path(cfg.data.train_file).read_text().splitlines()
     first = json.loads(lines[0])
@@ -161,11 +160,6 @@ def test_failure_budget_counts_distinct_videos():
 def test_final_model_identity_is_its_content_so_a_resave_keeps_it(tmp_path):
     """final/ carries a manifest (sha256 per file): saving the same weights again (a finished run
     rerun) keeps stage 2's fingerprint of its init model; other weights change it."""
-    import os
-
-    from museg.fingerprint import model_identity
-    from museg.integrity import write_manifest
-
     final = tmp_path / "final"
     final.mkdir()
     (final / "config.json").write_text('{"a": 1}')

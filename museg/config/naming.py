@@ -27,7 +27,11 @@ import os
 import re
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
+
+from museg.data.layout import default_video_root, first_existing
+from museg.data.prompts import TEMPLATES
 
 # Keys that do not change what a run computes (or are the directory levels themselves).
 EXCLUDED_PREFIXES = ("task", "experiment", "experiment_name", "launcher", "resume", "wandb",
@@ -85,8 +89,6 @@ def set_fallback_overrides(overrides: list[str]) -> None:
 
 
 def current_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         return list(HydraConfig.get().overrides.task)
     except ValueError:
@@ -102,8 +104,6 @@ def abspath(path: str) -> str:
 
 
 def template(name: str) -> str:
-    from museg.data.prompts import TEMPLATES
-
     if name not in TEMPLATES:
         raise KeyError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
     return TEMPLATES[name]
@@ -115,18 +115,6 @@ def stage1_run_dir(output_root: str, experiment_name: str) -> str:
     return str(Path(output_root) / experiment_name / "train" / name)
 
 
-def _first_existing(*candidates: str) -> str:
-    from museg.data.layout import first_existing
-
-    return first_existing(*candidates)
-
-
-def _default_video_root(data_root: str) -> str:
-    from museg.data.layout import default_video_root
-
-    return default_video_root(data_root)
-
-
 def register_resolvers() -> None:
     """Register the ``museg.*`` resolvers (idempotent)."""
     resolvers = {
@@ -134,8 +122,8 @@ def register_resolvers() -> None:
         "museg.abspath": abspath,
         "museg.template": template,
         "museg.stage1_run_dir": stage1_run_dir,
-        "museg.first_existing": _first_existing,  # museg.data.layout: either data layout
-        "museg.video_root": _default_video_root,
+        "museg.first_existing": first_existing,  # museg.data.layout: either data layout
+        "museg.video_root": default_video_root,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -30,15 +30,28 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
 from museg.dist import process_group
-from museg.launch.environment import in_submitit_job
+from museg.launch.environment import (
+    export_torch_distributed,
+    in_submitit_job,
+    quiet_non_main_ranks,
+    write_job_record,
+)
+from museg.launch.local import launch_local
+from museg.launch.preemption import PreemptionHandler
 from museg.launch.preview import SUBMITTING_LAUNCHERS, preview_from_cfg
+from museg.launch.tracking import CHOICES_ENV
 from museg.rl.checkpoint_request import request_checkpoint
 
 __all__ = ["LaunchError", "run_job", "run_submitit_task", "SUBMITTING_LAUNCHERS",
@@ -54,53 +67,36 @@ class LaunchError(SystemExit):
     """A launch problem reported as one line (exit code 2), like the config errors."""
 
     def __init__(self, message: str):
-        import sys
-
         print(f"museg: launch error: {message}", file=sys.stderr)
         super().__init__(2)
 
 
-def _launcher(cfg: Any) -> Any:
-    return cfg.get("launcher") or {}
-
-
 def _requested_backend(cfg: Any) -> str:
-    return str(_launcher(cfg).get("dist_backend", "auto") or "auto")
+    return str(cfg.launcher.dist_backend)
 
 
 def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
     """Run ``task_fn(cfg)`` the way ``cfg.launcher`` and the environment say (see module doc)."""
     if in_submitit_job():
         return run_submitit_task(cfg, task_fn)
-    launcher = _launcher(cfg)
-    name = str(launcher.get("name", "local"))
-    if str(cfg.get("task")) == "plan":  # a plan of the launcher's world, computed in this process
+    name = str(cfg.launcher.name)
+    if str(cfg.task) == "plan":  # a plan of the launcher's world, computed in this process
         return task_fn(cfg)
-    if launcher.get("dry_run"):
-
+    if cfg.launcher.dry_run:
         print(preview_from_cfg(cfg))
         return None
     if name in SUBMITTING_LAUNCHERS:
         raise LaunchError(f"launcher={name} submits jobs through Hydra's multirun, but this is a "
                           f"single run (fix: add -m, e.g. python -m museg.run -m launcher={name} "
                           "...; or launcher=local to run here)")
-    nproc = int(launcher.get("nproc_per_node", 1) or 1)
-    if nproc > 1 and str(cfg.get("task")) not in DISTRIBUTED_TASKS:
+    nproc = int(cfg.launcher.nproc_per_node)
+    if nproc > 1 and str(cfg.task) not in DISTRIBUTED_TASKS:
         log.warning("task=%s runs in one process: launcher.nproc_per_node=%d is ignored",
-                    cfg.get("task"), nproc)
+                    cfg.task, nproc)
         nproc = 1
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from museg.launch.local import launch_local
-
         log_file = None
         try:
-            import json
-
-            from hydra.core.hydra_config import HydraConfig
-            from omegaconf import OmegaConf
-
-            from museg.launch.tracking import CHOICES_ENV
-
             hc = HydraConfig.get()
             log_file = os.path.join(hc.runtime.output_dir, f"{hc.job.name}.log")
             # spawned ranks have no Hydra runtime: pass the chosen groups on (wandb tags)
@@ -114,30 +110,21 @@ def run_job(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
 
 def _request_checkpoint_fn(cfg: Any) -> Callable[[], Any] | None:
     """The trainer's checkpoint-request function for ``task=train``, else None."""
-    return request_checkpoint if str(cfg.get("task")) == "train" else None
+    return request_checkpoint if str(cfg.task) == "train" else None
 
 
 def run_submitit_task(cfg: Any, task_fn: Callable[[Any], Any]) -> Any:
     """One submitit task: torch.distributed env, preemption handling, requeue when preempted."""
-    from museg.launch.environment import (
-        export_torch_distributed,
-        quiet_non_main_ranks,
-        write_job_record,
-    )
-    from museg.launch.preemption import PreemptionHandler
-
     dist = export_torch_distributed()
     quiet_non_main_ranks(dist.rank)
-    if dist.world_size > 1 and str(cfg.get("task")) not in DISTRIBUTED_TASKS:
+    if dist.world_size > 1 and str(cfg.task) not in DISTRIBUTED_TASKS:
         if not dist.is_main:
             return None  # one process does the work (fix for idle GPUs: launcher.gpus_per_node=1)
         log.warning("task=%s runs on rank 0 only; the job's other %d tasks exit (fix: "
-                    "launcher.gpus_per_node=1)", cfg.get("task"), dist.world_size - 1)
+                    "launcher.gpus_per_node=1)", cfg.task, dist.world_size - 1)
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         dist = replace(dist, world_size=1, local_world_size=1)
-    run_dir = cfg.get("run_dir")
-    if run_dir:
-        write_job_record(run_dir, dist, {"task": str(cfg.get("task"))})
+    write_job_record(cfg.run_dir, dist, {"task": str(cfg.task)})
     log.info("submitit job %s: rank %d/%d (local %d, node %d/%d), master %s:%d", dist.job_id,
              dist.rank, dist.world_size, dist.local_rank, dist.node, dist.num_nodes,
              dist.master_addr, dist.master_port)

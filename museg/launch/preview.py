@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from museg.config import compose_config, normalize_overrides
@@ -72,8 +73,6 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 
 def compose_job(overrides: Sequence[str]) -> JobSpec:
     """Compose one job's config the way Hydra will (with the ``hydra`` node, paths absolute)."""
-
-
     overrides = normalize_overrides(list(overrides))
     cfg = compose_config(overrides, return_hydra_config=True)
     # resolve now: ${museg.run_name:} reads the overrides of the job composed last
@@ -147,8 +146,8 @@ def _user_overrides(spec: JobSpec, per_task: bool = False) -> str:
 
 def _slurm_text(jobs: list[JobSpec], multirun: bool) -> str:
     params = jobs[0].launcher_params
-    nodes = int(params.get("nodes") or 1)
-    per_node = int(params.get("tasks_per_node") or 1)
+    nodes = int(params["nodes"])
+    per_node = int(params["tasks_per_node"])
     world = nodes * per_node
     lines = [f"# launcher=slurm dry run: {len(jobs)} job(s), {nodes} node(s) x {per_node} "
              f"task(s) = world size {world}; nothing submitted.",
@@ -178,11 +177,10 @@ def _local_text(jobs: list[JobSpec]) -> str:
     # imported here: museg.launch.local imports torch, which a SLURM dry run never needs
     from museg.launch.local import local_commands, resolve_backend
 
-
     out = []
     for i, job in enumerate(jobs):
         n = int(job.cfg.launcher.nproc_per_node)
-        backend = str(job.cfg.launcher.get("dist_backend", "auto"))
+        backend = str(job.cfg.launcher.dist_backend)
         try:
             import torch
 
@@ -205,12 +203,12 @@ def _submitit_local_text(jobs: list[JobSpec]) -> str:
     out = []
     for i, job in enumerate(jobs):
         params = job.launcher_params
-        n = int(params.get("tasks_per_node") or 1)
+        n = int(params["tasks_per_node"])
         out += [f"# launcher=submitit_local dry run, job {i}: {n} task(s) started by a local "
-                f"submitit controller; logs in {params.get('submitit_folder')}",
+                f"submitit controller; logs in {params['submitit_folder']}",
                 f"#   run dir: {job.run_dir}",
                 f"{shlex.quote(sys.executable)} -u -m submitit.core._submit "
-                f"{shlex.quote(str(params.get('submitit_folder')))}   # = python -m museg.run "
+                f"{shlex.quote(str(params['submitit_folder']))}   # = python -m museg.run "
                 f"{_user_overrides(job)}", ""]
     return "\n".join(out)
 
@@ -218,10 +216,10 @@ def _submitit_local_text(jobs: list[JobSpec]) -> str:
 def with_config_sweep(overrides: Sequence[str]) -> list[str]:
     """``overrides`` preceded by the config's ``hydra.sweeper.params`` (``experiment=demo_ablation``
     sweeps its variants x seeds), as Hydra's BasicSweeper combines them: the command line wins."""
-
     try:
         first = normalize_overrides(sweep_jobs(overrides)[0])
-        params = compose_config(first, return_hydra_config=True).hydra.sweeper.get("params")
+        # BasicSweeper's params is Optional: null when the config sweeps nothing
+        params = compose_config(first, return_hydra_config=True).hydra.sweeper.params
     except Exception:  # noqa: BLE001 - a config that does not compose is reported elsewhere
         return list(overrides)
     return [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
@@ -232,7 +230,7 @@ def preview(overrides: Sequence[str], multirun: bool = True) -> str:
     jobs = [compose_job(o) for o in (sweep_jobs(with_config_sweep(overrides)) if multirun
                                      else [list(overrides)])]
     name = str(jobs[0].cfg.launcher.name)
-    if name == "slurm" or "SlurmLauncher" in str(jobs[0].launcher_params.get("_target_")):
+    if name == "slurm" or "SlurmLauncher" in str(jobs[0].launcher_params["_target_"]):
         return _slurm_text(jobs, multirun)
     if name == "submitit_local":
         return _submitit_local_text(jobs)
@@ -252,7 +250,6 @@ def launch_plan(overrides: Sequence[str]) -> LaunchPlan:
 
     A config that does not compose gives the default plan: the caller's own checks report it.
     """
-
     try:
         first = sweep_jobs(overrides)[0]
         job_cfg = compose_job(first).cfg
@@ -261,8 +258,8 @@ def launch_plan(overrides: Sequence[str]) -> LaunchPlan:
         return LaunchPlan()
     if job_cfg.task == "plan":  # a plan of the launcher's world, computed here: never submitted
         return LaunchPlan()
-    return LaunchPlan(dry_run=bool(launcher.get("dry_run", False)),
-                      submits=str(launcher.get("name")) in SUBMITTING_LAUNCHERS)
+    return LaunchPlan(dry_run=bool(launcher.dry_run),
+                      submits=str(launcher.name) in SUBMITTING_LAUNCHERS)
 
 
 def maybe_preview(overrides: Sequence[str], multirun: bool) -> bool:
@@ -276,8 +273,6 @@ def maybe_preview(overrides: Sequence[str], multirun: bool) -> bool:
 
 def preview_from_cfg(cfg: Any) -> str:
     """Dry-run text from inside a Hydra task function (fallback when main() did not intercept)."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         hc = HydraConfig.get()
     except ValueError:

@@ -18,12 +18,10 @@ Example::
     import wandb
     run = wandb.init(**wandb_init_kwargs(cfg, run_id=state.get("wandb_id")))
 
-    >>> from omegaconf import OmegaConf
-    >>> cfg = OmegaConf.create({"task": "train", "experiment_name": "sweep_rw", "run_name": "a=1",
-    ...     "run_dir": "/runs/x", "model": {"name": "7b"}, "stage": {"id": 1},
-    ...     "data": {"name": "museg_stage1"}, "launcher": {"name": "slurm"},
-    ...     "wandb": {"mode": "offline", "project": "museg", "entity": None,
-    ...               "group": "sweep_rw", "job_type": "train", "tags": ["paper"]}})
+    >>> from museg.config import compose_config
+    >>> cfg = compose_config(["launcher=slurm", "model=7b", "experiment_name=sweep_rw",
+    ...                       "run_name='a=1'", "run_dir=/runs/x", "wandb.mode=offline",
+    ...                       "wandb.tags=[paper]"])
     >>> kw = wandb_init_kwargs(cfg, run_id="abc123", choices={}, env={})
     >>> kw["group"], kw["job_type"], kw["name"], kw["id"], kw["resume"], kw["mode"]
     ('sweep_rw', 'train', 'a=1', 'abc123', 'allow', 'offline')
@@ -34,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import string
@@ -41,7 +40,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from museg.config.naming import EXCLUDED_PREFIXES, current_overrides
 
@@ -52,6 +53,7 @@ CHOICES_ENV = "MUSEG_HYDRA_CHOICES"  # json of Hydra's runtime.choices, for spaw
 # config groups that describe a run (in this order); hydra/* and the rest are left out
 TAG_GROUPS = ("experiment", "model", "stage", "reward", "data", "rollout", "benchmark", "launcher")
 MAX_TAG_LENGTH = 64  # wandb's limit
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -59,26 +61,13 @@ def new_run_id() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
-def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        try:
-            node = node.get(part) if hasattr(node, "get") else getattr(node, part)
-        except Exception:  # noqa: BLE001 - missing/unresolvable keys mean "not set"
-            return default
-        if node is None:
-            return default
-    return node
-
 
 def group_choices(choices: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The chosen config groups: given, else Hydra's ``runtime.choices``, else $MUSEG_HYDRA_CHOICES."""
     if choices is None:
         try:
-            from hydra.core.hydra_config import HydraConfig
-
             choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)  # type: ignore[assignment]
-        except (ValueError, ImportError):
+        except ValueError:  # no Hydra runtime (compose API, spawned ranks)
             raw = os.environ.get(CHOICES_ENV)
             choices = json.loads(raw) if raw else {}
     return {str(k): str(v) for k, v in (choices or {}).items()
@@ -86,9 +75,9 @@ def group_choices(choices: Mapping[str, Any] | None = None) -> dict[str, str]:
 
 
 def _tags(cfg: Any, choices: Mapping[str, str]) -> list[str]:
-    tags = [str(t) for t in (_get(cfg, "wandb.tags") or [])]
-    derived = {"model": _get(cfg, "model.name"), "stage": _get(cfg, "stage.id"),
-               "data": _get(cfg, "data.name"), "launcher": _get(cfg, "launcher.name")}
+    tags = [str(t) for t in cfg.wandb.tags]
+    derived = {"model": cfg.model.name, "stage": cfg.stage.id, "data": cfg.data.name,
+               "launcher": cfg.launcher.name}
     picked = {k: choices[k] for k in TAG_GROUPS if k in choices}
     for k, v in derived.items():
         picked.setdefault(k, v)
@@ -107,9 +96,6 @@ def swept_values(overrides: Sequence[str] | None = None) -> dict[str, Any]:
     >>> swept_values(["eval.max_new_tokens=16", "seed=1", "wandb.mode=offline", "stage='2'"])
     {'eval.max_new_tokens': 16, 'seed': 1, 'stage': '2'}
     """
-    import yaml
-
-
     out: dict[str, Any] = {}
     for item in current_overrides() if overrides is None else overrides:
         if "=" not in item:
@@ -131,28 +117,25 @@ def wandb_init_kwargs(cfg: Any, run_id: str | None = None,
                       overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``wandb.init`` (see the module docstring); ``config`` is resolved."""
     env = os.environ if env is None else env
-    mode = env.get("WANDB_MODE") or _get(cfg, "wandb.mode", "disabled")
+    mode = env.get("WANDB_MODE") or cfg.wandb.mode
     picked = group_choices(choices)
-    if isinstance(cfg, DictConfig):
-        config = OmegaConf.to_container(cfg, resolve=True)
-    else:
-        config = dict(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
     if picked:
         config = {**config, "hydra_choices": picked}  # type: ignore[dict-item]
     swept = swept_values(overrides)
     if swept:
         config = {**config, "swept": swept}  # type: ignore[dict-item]
     return {
-        "project": _get(cfg, "wandb.project", "museg"),
-        "entity": _get(cfg, "wandb.entity"),
-        "group": _get(cfg, "wandb.group") or _get(cfg, "experiment_name"),
-        "job_type": _get(cfg, "wandb.job_type") or _get(cfg, "task"),
-        "name": _get(cfg, "run_name"),
+        "project": cfg.wandb.project,
+        "entity": cfg.wandb.entity,
+        "group": cfg.wandb.group,  # ${experiment_name} unless set
+        "job_type": cfg.wandb.job_type,  # ${task} unless set
+        "name": cfg.run_name,
         "tags": _tags(cfg, picked),
         "config": config,
         "id": run_id,
         "resume": "allow",
-        "dir": _get(cfg, "run_dir"),
+        "dir": cfg.run_dir,
         "mode": mode,
     }
 
@@ -173,15 +156,13 @@ def log_final_metrics(cfg: Any, metrics: Mapping[str, Any],
     wandb run (group = sweep, job_type = task, config = resolved config + ``swept``); the run id
     is kept in ``run_dir/wandb_run_id`` so a rerun updates the same run. Returns the id, or None
     when wandb is disabled. Never raises: a tracking failure must not fail a finished run."""
-    import logging
-
-    mode = os.environ.get("WANDB_MODE") or _get(cfg, "wandb.mode", "disabled")
+    mode = os.environ.get("WANDB_MODE") or cfg.wandb.mode
     if mode == "disabled":
         return None
     try:
         import wandb
 
-        run_dir = Path(run_dir or _get(cfg, "run_dir") or ".")
+        run_dir = Path(run_dir or cfg.run_dir)
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else new_run_id()
         id_file.write_text(run_id + "\n")
@@ -192,6 +173,6 @@ def log_final_metrics(cfg: Any, metrics: Mapping[str, Any],
         run.finish()
         return run_id
     except Exception as e:  # noqa: BLE001 - see docstring
-        logging.getLogger(__name__).warning("wandb summary not written: %s: %s",
+        log.warning("wandb summary not written: %s: %s",
                                             type(e).__name__, e)
         return None

@@ -46,21 +46,20 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
 
 def ensure_wandb_reachable(cfg: Any) -> str:
     """The wandb mode this process will use (see module docstring); may set ``WANDB_MODE``."""
-    wb = cfg.get("wandb") or {}
-    mode = os.environ.get("WANDB_MODE") or str(wb.get("mode", "disabled"))
+    mode = os.environ.get("WANDB_MODE") or str(cfg.wandb.mode)
     if mode != "online":
         return mode
     url = os.environ.get("WANDB_BASE_URL") or DEFAULT_URL
     why = probe(url)
     if why is None:
         return mode
-    if bool(wb.get("require_online", False)):
+    if cfg.wandb.require_online:
         raise WandbUnreachableError(
             f"wandb.mode=online but {url} cannot be reached within {PROBE_TIMEOUT_S:g} s ({why}) "
             "(fix: check the network or WANDB_BASE_URL, or drop wandb.require_online to log "
             "offline and `wandb sync` later)")
     log.warning("wandb: %s cannot be reached within %g s (%s); logging offline instead (sync "
                 "later with `wandb sync %s/wandb`)", url, PROBE_TIMEOUT_S, why,
-                cfg.get("run_dir", "<run_dir>"))
+                cfg.run_dir)
     os.environ["WANDB_MODE"] = "offline"
     return "offline"

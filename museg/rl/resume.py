@@ -63,7 +63,7 @@ def choose_checkpoint(cfg: Any, run_dir: str | Path, fingerprint: dict[str, Any]
     answer: tuple[str, str | None] | None = None
     if not D.is_distributed() or torch.distributed.get_rank() == 0:
         try:
-            found = _choose(cfg.get("resume", "auto"), Path(run_dir), fingerprint)
+            found = _choose(cfg.resume, Path(run_dir), fingerprint)
             answer = ("ok", str(found) if found is not None else None)
         except (ckpt.CheckpointError, RunIdentityError) as e:
             answer = (type(e).__name__, str(e))
