@@ -1,4 +1,5 @@
-"""Tests for museg.data.annotations: loaders, validation messages, skip policy, path resolution."""
+"""Tests for museg.data.annotations (with annotation_records, annotation_files): loaders,
+validation messages, skip policy, path resolution."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from museg.data.annotation_files import resolve_video_path
+from museg.data.annotation_records import AnnotationFileNotFoundError
 from museg.data.annotations import (
     AnnotationError,
-    AnnotationFileNotFoundError,
     EvalItem,
     Sample,
     load_etbench,
     load_grounding_eval,
     load_train_jsonl,
-    resolve_video_path,
 )
 
 

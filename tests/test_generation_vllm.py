@@ -10,6 +10,8 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
+from museg.config import compose_config
+from museg.generation import vllm as vllm_module
 from museg.generation.backends import VLLMBackend
 from museg.generation.vllm import VLLMRollout, video_request
 from museg.model import build_prompt_text, build_tiny_model, build_video_inputs
@@ -100,3 +102,21 @@ def test_the_request_gives_the_hf_backend_pixels(processor, video):
     assert seen["video_grid_thw"].tolist() == hf["video_grid_thw"].tolist() == [[2, 4, 6]]
     assert torch.equal(seen["pixel_values_videos"], hf["pixel_values_videos"])
     assert torch.equal(seen["input_ids"], hf["input_ids"])
+
+
+def test_rollout_engine_settings_come_from_the_composed_config(monkeypatch):
+    """``rollout=vllm``: the engine gets ``rollout.tensor_parallel_size`` and
+    ``gpu_memory_utilization``, ``model.dtype`` and the context ``train.max_total_length`` of the
+    composed config (CPU: a recording stand-in for ``vllm.LLM``)."""
+    made = {}
+    fake_vllm = SimpleNamespace(LLM=lambda **kw: made.update(kw) or SimpleNamespace())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(vllm_module, "require_vllm", lambda *args: fake_vllm)
+    monkeypatch.setattr(VLLMRollout, "sync_weights", lambda self, policy: None)
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    cfg = compose_config(["task=train", "model=7b", "rollout=vllm",
+                          "rollout.gpu_memory_utilization=0.4"])
+    VLLMRollout(cfg, "/models/7b", processor=None, policy=None)
+    assert made["model"] == "/models/7b" and made["tensor_parallel_size"] == 1
+    assert made["gpu_memory_utilization"] == 0.4 and made["dtype"] == "bfloat16"
+    assert made["max_model_len"] == cfg.train.max_total_length == 4096

@@ -11,11 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from museg.config import compose_config
 from museg.model import (
     ModelPathError,
     build_prompt_text,
     build_tiny_model,
     build_video_inputs,
+    load_from_cfg,
     load_model_and_processor,
     model_path_from_cfg,
     resolve_attention,
@@ -73,8 +75,10 @@ def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
     assert build_tiny_model(seed=3) == path
     assert os.stat(path / "model.safetensors").st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp dirs left behind
-    assert model_path_from_cfg({"name": "tiny", "path": None, "seed": 3}) == str(path)
-    other = model_path_from_cfg({"name": "tiny", "seed": 3}, cache_dir=tmp_path / "c2")
+    cfg = compose_config(["model=tiny", "model.seed=3"])
+    assert model_path_from_cfg(cfg.model) == str(path)
+    cfg.model.path = ""  # model.name=tiny alone names the tiny model too
+    other = model_path_from_cfg(cfg.model, cache_dir=tmp_path / "c2")
     assert other == str((tmp_path / "c2" / path.name).resolve())
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -174,16 +178,14 @@ def test_forward_with_video_sdpa_and_eager_agree(tiny_dir, loaded):
 
 
 def test_lora_frozen_vision_and_checkpointing(tiny_dir):
-    lora = {
-        "enabled": True,
-        "r": 4,
-        "alpha": 8,
-        "dropout": 0.0,
-        "target_modules": ["q_proj", "v_proj", "gate_proj"],
-    }
+    lora = compose_config(["model=tiny", "model.lora.enabled=true", "model.lora.r=4",
+                           "model.lora.alpha=8", "model.lora.dropout=0.0",
+                           "model.lora.target_modules=[q_proj,v_proj,gate_proj]"]).model.lora
     model, proc = load_model_and_processor(
         tiny_dir, dtype="float32", attention="eager", gradient_checkpointing=True, lora=lora
     )
+    peft = model.peft_config["default"]
+    assert (peft.r, peft.lora_alpha, peft.lora_dropout) == (4, 8, 0.0)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
     assert not any(p.requires_grad for p in vision_tower(model).parameters())
@@ -199,12 +201,31 @@ def test_lora_frozen_vision_and_checkpointing(tiny_dir):
     full, _ = load_model_and_processor(tiny_dir, dtype="bfloat16", freeze_vision=False)
     assert full.dtype == torch.bfloat16
     assert all(p.requires_grad for p in full.parameters())
-    default, _ = load_model_and_processor(tiny_dir, dtype="float32", lora={"enabled": False})
+    no_lora = compose_config(["model=tiny"]).model.lora  # lora.enabled is false by default
+    default, _ = load_model_and_processor(tiny_dir, dtype="float32", lora=no_lora)
     assert all(p.requires_grad for p in vision_tower(default).parameters())  # MUSEG: all trained
-    frozen, _ = load_model_and_processor(tiny_dir, dtype="float32", lora={"enabled": False},
+    frozen, _ = load_model_and_processor(tiny_dir, dtype="float32", lora=no_lora,
                                          freeze_vision=True)
     assert not any(p.requires_grad for p in vision_tower(frozen).parameters())
     assert all(p.requires_grad for p in frozen.model.language_model.parameters())
+
+
+def test_load_from_cfg_lora_takes_the_schema_values(tiny_dir):
+    """``model.lora.enabled=true`` alone: rank, alpha, dropout and target layers are the schema's
+    (:class:`museg.config.schema.LoraConfig`), read from the composed config."""
+    cfg = compose_config(["model=tiny", "model.lora.enabled=true"])
+    cfg.model.path = str(tiny_dir)
+    model, _ = load_from_cfg(cfg.model)
+    peft = model.peft_config["default"]
+    lora = cfg.model.lora
+    assert (peft.r, peft.lora_alpha, peft.lora_dropout) == (lora.r, lora.alpha, lora.dropout)
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    adapted = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters()
+               if ".lora_A" in n}
+    assert adapted == set(lora.target_modules)
+    cfg.model.lora.target_modules = []
+    with pytest.raises(ValueError, match="model.lora.target_modules is empty"):
+        load_from_cfg(cfg.model)
 
 
 def test_option_resolution_and_errors(tmp_path):
@@ -222,8 +243,8 @@ def test_option_resolution_and_errors(tmp_path):
         load_model_and_processor(tmp_path)
     with pytest.raises(ModelPathError, match="HF_HUB_OFFLINE"):
         load_model_and_processor("museg-test-org/not-a-cached-model")
-    assert model_path_from_cfg({"name": "7b", "path": "Qwen/Qwen2.5-VL-7B-Instruct"}) == (
-        "Qwen/Qwen2.5-VL-7B-Instruct"
-    )
+    cfg = compose_config(["model=7b", "model.path=Qwen/Qwen2.5-VL-7B-Instruct"])
+    assert model_path_from_cfg(cfg.model) == "Qwen/Qwen2.5-VL-7B-Instruct"
+    cfg.model.path = ""
     with pytest.raises(ModelPathError, match="model.path is empty"):
-        model_path_from_cfg({"name": "7b", "path": ""})
+        model_path_from_cfg(cfg.model)

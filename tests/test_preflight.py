@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from museg.config import compose_config
 from museg.data.synthetic import generate_synthetic
 from museg.data.synthetic_render import Event, render_video
 
@@ -27,21 +28,20 @@ def shared_data() -> Path | None:
     return p if (p / "train" / "stage_1.jsonl").is_file() else None
 
 
-VIDEO_CFG = {"fps": 2.0, "max_frames": 448, "min_frames": 4, "min_pixels": 12544,
-             "max_pixels": None, "total_pixels": 2809856, "backend": "torchcodec",
-             "decode_timeout_s": None}
-
-
-def make_cfg(run_dir: Path, train_file: Path, video_root: Path, **over) -> OmegaConf:
-    cfg = OmegaConf.create({
+def make_cfg(run_dir: Path, train_file: Path, video_root: Path, **over) -> DictConfig:
+    """The composed ``task=preflight model=tiny data=synthetic`` config pointed at these files,
+    decoding in-process (``video.decode_timeout_s=null``), the first bad record failing; ``over``
+    is merged on top (a misspelt key fails: the schema is in struct mode)."""
+    cfg = compose_config(["task=preflight", "model=tiny", "data=synthetic"])
+    values = {
         "run_dir": str(run_dir),
         "paths": {"video_root": str(video_root), "cache_dir": str(run_dir / "cache")},
         "data": {"train_file": str(train_file), "on_bad_record": "fail"},
-        "video": dict(VIDEO_CFG),
+        "video": {"decode_timeout_s": None},
         "train": {"max_prompt_length": 4096},
         "preflight": {"target": "train", "limit": None},
-    })
-    return OmegaConf.merge(cfg, OmegaConf.create(over))
+    }
+    return OmegaConf.merge(cfg, values, over)
 
 
 def read_rows(path: Path) -> list[dict]:

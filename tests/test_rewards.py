@@ -7,7 +7,9 @@ import math
 import re
 
 import pytest
+from omegaconf import OmegaConf
 
+from museg.config import compose_config
 from museg.rewards import (
     REWARD_FUNCTIONS,
     RewardConfigError,
@@ -20,6 +22,17 @@ from museg.rewards import (
 )
 from museg.rewards.matching import merge_segments
 from museg.rewards.parsing import count_timestamp_matches, split_think_answer
+
+
+def reward_cfg(weights: dict[str, float], **options):
+    """The composed ``cfg.reward`` with exactly these ``weights`` and ``options`` (``timestamp_aware``,
+    ``strict``) set. An untyped copy: a reward registered by a test has no schema field, and the
+    schema's other rewards are trimmed; struct mode still rejects a misspelt key."""
+    reward = OmegaConf.to_container(compose_config(["task=train"]).reward)
+    assert set(options) <= set(reward), options
+    node = OmegaConf.create({**reward, **options, "weights": dict(weights)})
+    OmegaConf.set_struct(node, True)
+    return node
 
 
 def fmt(text, **kw):
@@ -289,7 +302,7 @@ def test_a_registered_reward_is_scored_weighted_and_bound(monkeypatch):
     assert out["length"] == [2.0, float(len(A("0-5")))]
     assert out["format"] == [0.0, fmt(A("0-5"))]
     assert out["total"] == [1.0, 0.5 * len(A("0-5")) + fmt(A("0-5"))]
-    (name, weight, fn), = registry.reward_functions_from_cfg({"weights": {"length": 2.0}})
+    (name, weight, fn), = registry.reward_functions_from_cfg(reward_cfg({"length": 2.0}))
     assert (name, weight, fn.__name__, fn(["abc"], solution=[[[0, 1]]], task=["tvg"])) == \
         ("length", 2.0, "length", [3.0])
     with pytest.raises(ValueError, match="unknown options"):
@@ -343,11 +356,8 @@ def test_bad_weights(weights, match):
 
 
 def test_reward_functions_from_cfg():
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create({"weights": {"format": 1.0, "global_matching": 1.0,
-                                        "local_matching": 0.5}, "timestamp_aware": False,
-                            "strict": False})
+    cfg = reward_cfg({"format": 1.0, "global_matching": 1.0, "local_matching": 0.5},
+                     timestamp_aware=False, strict=False)
     fns = reward_functions_from_cfg(cfg)
     assert [(n, w) for n, w, _ in fns] == [("format", 1.0), ("global_matching", 1.0),
                                            ("local_matching", 0.5)]
@@ -356,12 +366,22 @@ def test_reward_functions_from_cfg():
     kw = {"prompts": ["p"], "completion_ids": [[1]], "task": ["tvg"], "trainer_state": None}
     assert fns[0][2](text, solution=[[[0, 5]]], **kw) == [1.0]  # timestamp check off (stage 2)
     assert fns[2][2](text, solution=[[[0, 5]]], **kw) == [1.0]
-    stage1 = reward_functions_from_cfg({"weights": {"format": 1.0}, "timestamp_aware": True})
+    stage1 = reward_functions_from_cfg(reward_cfg({"format": 1.0}, timestamp_aware=True))
     assert stage1[0][2](text, solution=[[[0, 5]]]) == [0.6]
-    strict = reward_functions_from_cfg({"weights": {"format": 1.0}, "strict": True})
+    strict = reward_functions_from_cfg(reward_cfg({"format": 1.0}, strict=True))
     assert strict[0][2]([A("")]) == [0.2]
     with pytest.raises(RewardConfigError, match="reward.weights: missing"):
-        reward_functions_from_cfg({"timestamp_aware": True})
+        reward_functions_from_cfg(OmegaConf.masked_copy(cfg, ["timestamp_aware"]))
+
+
+def test_reward_functions_from_the_composed_phases():
+    """Both phases compose to every registered reward (weight 0 included) with their options."""
+    for stage, aware in (("1", True), ("2", False)):
+        reward = compose_config(["task=train", f"stage={stage}"]).reward
+        fns = reward_functions_from_cfg(reward)
+        assert [n for n, *_ in fns] == list(REWARD_FUNCTIONS)
+        assert dict((n, w) for n, w, _ in fns) == dict(reward.weights)
+        assert bool(reward.timestamp_aware) is aware and f"timestamp_aware={aware}" in fns[0][2].__doc__
 
 
 # ------------------------------------------------------------------------- real annotations

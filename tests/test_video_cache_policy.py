@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers_video import make_bad_corpus, read_indices, write_index_video
 
+from museg.config import compose_config
 from museg.data.video import (
     TRAIN_SPEC,
     FailureBudgetExceeded,
@@ -19,8 +20,10 @@ from museg.data.video import (
     FrameCache,
     Prefetcher,
     VideoError,
+    VideoLoader,
     VideoUnreadableError,
     decode_video,
+    video_spec_from_cfg,
 )
 
 
@@ -129,8 +132,9 @@ def test_training_loader_over_good_bad_and_hanging_videos_completes(files, tmp_p
     paths = [str(p) for p in [good[0], broken[0], good[1], broken[1], good[2], fifo, broken[2],
                               good[0], broken[3], good[1], broken[4], good[2]]]
     run_dir = tmp_path / "run"
-    policy = FailurePolicy.from_cfg({"on_failure": "replace", "max_failure_fraction": 0.75},
-                                    num_items=len(paths), run_dir=run_dir, seed=3,
+    cfg = compose_config(["task=train", "model=tiny", "data=synthetic",
+                          "video.on_failure=replace", "video.max_failure_fraction=0.75"])
+    policy = FailurePolicy.from_cfg(cfg.video, num_items=len(paths), run_dir=run_dir, seed=3,
                                     key_fn=lambda i: paths[i])
     cache = FrameCache(memory_items=8)
     pf = Prefetcher(cache, TRAIN_SPEC, timeout_s=3.0, workers=2)
@@ -170,3 +174,27 @@ def test_prefetch_keeps_decode_off_the_critical_path(files):
         s = pf.stats()
     assert s["decoded"] == 3 and s["decode_s"] >= 0.75
     assert sum(waits[1:]) < 0.1 and s["wait_s"] < s["decode_s"] / 2
+
+
+def test_loader_and_policy_from_the_composed_video_config(tmp_path):
+    """``VideoLoader.from_cfg`` / ``FailurePolicy.from_cfg`` read every setting from ``cfg.video``
+    (the schema's values, then overrides): frame spec, backend, timeout, cache, workers."""
+    cfg = compose_config(["task=train", "model=tiny", "data=synthetic"])
+    with VideoLoader.from_cfg(cfg.video, cache_dir=tmp_path) as loader:
+        assert loader.spec == video_spec_from_cfg(cfg.video)
+        assert loader.cache.memory_items == cfg.video.cache.memory_items
+        assert loader.cache.disk_dir is None  # video.cache.disk is false by default
+        assert loader.prefetcher.backend == cfg.video.backend
+        assert loader.prefetcher.timeout_s == cfg.video.decode_timeout_s
+        assert loader.prefetcher._pool._max_workers == min(2, cfg.video.prefetch)
+    cfg = compose_config(["task=train", "model=tiny", "data=synthetic", "video.cache.disk=true",
+                          "video.cache.memory_items=3", "video.prefetch=0",
+                          "video.decode_timeout_s=null", "video.on_failure=fail"])
+    with VideoLoader.from_cfg(cfg.video, spec={"nframes": 4}, cache_dir=tmp_path) as loader:
+        assert loader.spec == {"nframes": 4} and loader.cache.memory_items == 3
+        assert loader.cache.disk_dir == tmp_path / "frames"
+        assert loader.prefetcher.timeout_s is None and loader.prefetcher._pool._max_workers == 1
+    policy = FailurePolicy.from_cfg(cfg.video, num_items=4, run_dir=tmp_path, rank=1)
+    assert policy.on_failure == "fail"
+    assert policy.max_failure_fraction == cfg.video.max_failure_fraction
+    assert policy.quarantine_path == tmp_path / "quarantine.rank1.jsonl"

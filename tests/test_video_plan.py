@@ -20,6 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from museg.config import compose_config
 from museg.data.video import plan as P
 from museg.data.video.plan import (
     EVAL_SPEC,
@@ -213,8 +214,10 @@ def test_spec_from_cfg():
         video_spec_from_cfg({"fps": 0})
     with pytest.raises(ValueError, match="resize"):
         video_spec_from_cfg({"resize": "nearest"})
-    omegaconf = pytest.importorskip("omegaconf")
-    assert video_spec_from_cfg(omegaconf.OmegaConf.create(cfg)) == TRAIN_SPEC
+    # the composed config's video nodes are MUSEG's specs (plus the resize mode of each)
+    composed = compose_config(["task=train", "model=tiny", "data=synthetic"])
+    assert video_spec_from_cfg(composed.video) == {**TRAIN_SPEC, "resize": "fast"}
+    assert video_spec_from_cfg(composed.eval.video) == {**EVAL_SPEC, "resize": "exact"}
 
 
 def test_plan_roundtrip():

@@ -13,8 +13,8 @@ statistics, samples over ``cfg.train.max_prompt_length``) and ``run_dir/token_bu
 As ``task=preflight`` (:func:`run_preflight`) it then prints a per-source table and one verdict line
 (:mod:`museg.data.preflight_report`) and exits 1 when the videos would stop training.
 
-Optional keys (defaults in brackets): ``preflight.limit`` [None: all videos],
-``preflight.workers`` [1: parallel decodes], ``preflight.duration_tolerance_s`` [1.0].
+Its settings are ``cfg.preflight`` (``limit``, ``workers``, ``duration_tolerance_s``; defaults in
+:class:`museg.config.schema.PreflightConfig`); ``cfg`` is the composed config, read as is.
 
 Example::
 
@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from museg.data import preflight_report as R
 from museg.data.annotations import load_etbench, load_grounding_eval, load_train_jsonl
-from museg.data.prompts import build_question
+from museg.data.prompts import build_question, template_from_cfg
+from museg.data.sources import materialize_synthetic
 from museg.data.video import (
     VideoError,
     VideoLoader,
@@ -75,11 +75,6 @@ class _Ref:
     text_chars: int
 
 
-def _sel(cfg: Any, key: str, default: Any = None) -> Any:
-    val = OmegaConf.select(cfg, key, default=default) if OmegaConf.is_config(cfg) else default
-    return default if val is None else val
-
-
 def _need_file(key: str, path: str, what: str = "") -> None:
     if not Path(path).expanduser().is_file():
         raise PreflightError(f"{key}={path}{what}: file not found (fix: set paths.data_root to the "
@@ -88,16 +83,12 @@ def _need_file(key: str, path: str, what: str = "") -> None:
 
 def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
     """(annotation file, video root, refs, bad-record messages) for ``target`` train|eval."""
-    generated = "generated"  # data=synthetic / benchmark=synthetic name no file until generated
-    if generated in (_sel(cfg, "data.train_file"), _sel(cfg, "eval.annotation")):
-        from museg.data.sources import materialize_synthetic
-
-        materialize_synthetic(cfg)  # run.dispatch already did this for CLI runs
-    video_root = str(_sel(cfg, "paths.video_root", ""))
-    policy = _sel(cfg, "data.on_bad_record", "fail")
+    materialize_synthetic(cfg)  # data=synthetic / benchmark=synthetic: run.dispatch did it for CLI runs
+    video_root = str(cfg.paths.video_root)
+    policy = cfg.data.on_bad_record
     bad: list[str] = []
     if target == "train":
-        template = _sel(cfg, "stage.template", "{problem}")
+        template = template_from_cfg(cfg.stage)
         path = str(cfg.data.train_file)
         _need_file("data.train_file", path)
         samples = load_train_jsonl(path, video_root, policy, bad_records=bad)
@@ -106,17 +97,17 @@ def _load_refs(cfg: Any, target: str) -> tuple[str, str, list[_Ref], list[str]]:
         return path, video_root, refs, bad
     if target != "eval":
         raise ValueError(f"preflight.target must be train or eval, got {target!r}")
-    template = _sel(cfg, "eval.template", "{problem}")
-    video_root = str(_sel(cfg, "eval.video_root", video_root))  # E.T. Bench: its own folder
-    path = _sel(cfg, "eval.annotation")
-    if path is None:
-        raise PreflightError(f"benchmark={_sel(cfg, 'eval.benchmark')} has no single annotation "
+    ev = cfg.eval
+    template = template_from_cfg(ev, "eval")
+    if ev.video_root is not None:  # E.T. Bench: its own folder (null: paths.video_root)
+        video_root = str(ev.video_root)
+    if ev.annotation is None:
+        raise PreflightError(f"benchmark={ev.benchmark} has no single annotation "
                              "(fix: one benchmark at a time, e.g. benchmark=charades_sta)")
-    path = str(path)
-    _need_file("eval.annotation", path, f" of benchmark={_sel(cfg, 'eval.benchmark')}")
-    if _sel(cfg, "eval.kind", "tvg") == "etbench":
-        items = load_etbench(path, video_root, policy, subset=_sel(cfg, "eval.subset"),
-                             bad_records=bad)
+    path = str(ev.annotation)
+    _need_file("eval.annotation", path, f" of benchmark={ev.benchmark}")
+    if ev.kind == "etbench":
+        items = load_etbench(path, video_root, policy, subset=ev.subset, bad_records=bad)
     else:
         items = load_grounding_eval(path, video_root, policy, bad_records=bad)
     refs = []
@@ -255,15 +246,15 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
     t_start = time.perf_counter()
     run_dir = Path(str(cfg.run_dir)).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = _sel(cfg, "preflight.target", "train")
+    pf = cfg.preflight
+    target = pf.target
     annotation, video_root, refs, bad = _load_refs(cfg, target)
-    video_cfg = cfg.video if target == "train" else _sel(cfg, "eval.video", cfg.video)
-    spec = dict(video_spec_from_cfg(video_cfg))
-    backend = str(_sel(cfg, "video.backend", "torchcodec"))
-    timeout = _sel(cfg, "video.decode_timeout_s", None)
-    tolerance = float(_sel(cfg, "preflight.duration_tolerance_s", 1.0))
-    limit = _sel(cfg, "preflight.limit", None)
-    workers = max(1, int(_sel(cfg, "preflight.workers", 1)))
+    spec = dict(video_spec_from_cfg(cfg.video if target == "train" else cfg.eval.video))
+    backend = str(cfg.video.backend)
+    timeout = cfg.video.decode_timeout_s
+    tolerance = float(pf.duration_tolerance_s)
+    limit = pf.limit
+    workers = max(1, int(pf.workers))
 
     per_video: dict[str, list[_Ref]] = {}
     for ref in refs:
@@ -303,20 +294,20 @@ def preflight(cfg: Any, check: Callable[..., dict] = check_video) -> dict[str, A
             if not row["ok"]:
                 bar.set_postfix_str(f"last problem: {row['status']}")
 
-    max_len = _sel(cfg, "train.max_prompt_length", None)
+    max_len = cfg.train.max_prompt_length
     summary, prompt_tokens = summarize(refs_scanned, rows, max_len)
     summary = {"target": target, "annotation": annotation, "video_root": video_root,
                "spec": spec, "backend": backend, "bad_records": len(bad),
                "bad_record_examples": bad[:5], "samples": len(refs), "videos": len(per_video),
                "unscanned_videos": len(per_video) - len(videos), **summary, "manifest": str(manifest), "histogram": str(run_dir / HISTOGRAM)}
-    summary["bad_record_policy"] = f"data.on_bad_record={_sel(cfg, 'data.on_bad_record', 'fail')}"
+    summary["bad_record_policy"] = f"data.on_bad_record={cfg.data.on_bad_record}"
     summary["sources"] = R.per_source(
         [(p, per_video[p][0].video, len(per_video[p])) for p in per_video], rows)
     if not prompt_tokens:  # nothing decoded: nothing measured, not "0 over the limit"
         summary["samples_over_max_prompt_length"] = None
         summary["histogram"] = None
-    blocked, line = R.verdict(summary, float(_sel(cfg, "video.max_failure_fraction", 0.05)),
-                              str(_sel(cfg, "video.on_failure", "replace")), target)
+    blocked, line = R.verdict(summary, float(cfg.video.max_failure_fraction),
+                              str(cfg.video.on_failure), target)
     summary["verdict"] = {"blocked": blocked, "line": line}
     summary["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -20,8 +20,7 @@ GENERATED = "generated"
 
 def synthetic_params(cfg: DictConfig) -> dict:
     """Generator parameters of the run (the ``data.synthetic`` node as a plain dict)."""
-    params = OmegaConf.to_container(cfg.data.synthetic, resolve=True) or {}
-    return dict(params)
+    return dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
 
 
 def materialize_synthetic(cfg: DictConfig) -> bool:
@@ -30,9 +29,11 @@ def materialize_synthetic(cfg: DictConfig) -> bool:
     Returns True when the config uses synthetic data.
     """
     wants_train = cfg.data.train_file == GENERATED
-    wants_eval = cfg.eval.get("annotation") == GENERATED
+    wants_eval = cfg.eval.annotation == GENERATED
     if not (wants_train or wants_eval):
         return False
+    # lazy: the generator renders with PyAV, which the CLI (run.py imports this module) and runs
+    # on real data never load
     from museg.data.synthetic import ensure_synthetic
 
     params = synthetic_params(cfg)

@@ -158,11 +158,11 @@ class VLLMRollout:
         rank = int(os.environ.get("RANK", "0"))
         self.llm = vllm.LLM(
             model=str(model_path),
-            tensor_parallel_size=int(r.get("tensor_parallel_size", 1)),
-            gpu_memory_utilization=float(r.get("gpu_memory_utilization", 0.5)),
+            tensor_parallel_size=int(r.tensor_parallel_size),
+            gpu_memory_utilization=float(r.gpu_memory_utilization),
             max_model_len=engine_max_model_len(cfg),
             distributed_executor_backend="external_launcher",
-            dtype=str(cfg.model.get("dtype", "bfloat16")),
+            dtype=str(cfg.model.dtype),
             seed=rank,
             limit_mm_per_prompt={"video": 1, "image": 0},
             enable_prefix_caching=True,

@@ -7,12 +7,13 @@ cache fails with one line naming it.
 
 Example::
 
-    from museg.model import load_model_and_processor, model_path_from_cfg
-    path = model_path_from_cfg({"name": "tiny", "path": "tiny"})   # builds the tiny model once
+    from museg.config import compose_config
+    from museg.model import load_from_cfg, load_model_and_processor, model_path_from_cfg
+    cfg = compose_config(["model=tiny"])
+    path = model_path_from_cfg(cfg.model)                    # builds the tiny model once
     model, processor = load_model_and_processor(path, dtype="float32", attention="sdpa")
-    model, processor = load_model_and_processor(
-        path, lora={"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0,
-                    "target_modules": ["q_proj", "v_proj"]})
+    model, processor = load_model_and_processor(path, lora=cfg.model.lora)  # if lora.enabled
+    model, processor = load_from_cfg(cfg.model)             # every option from cfg.model
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+from museg.model.tiny import build_tiny_model, tiny_dir_name
 
 DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -37,7 +41,6 @@ DTYPES = {
     "float": torch.float32,
 }
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class ModelPathError(FileNotFoundError):
@@ -103,19 +106,16 @@ def check_model_path(path: str | os.PathLike) -> str:
     return text
 
 
-def model_path_from_cfg(
-    model_cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None = None
-) -> str:
-    """Checkpoint path for ``cfg.model``: ``tiny`` (name or path) builds/reuses the tiny model.
+def model_path_from_cfg(model_cfg: DictConfig, cache_dir: str | os.PathLike | None = None) -> str:
+    """Checkpoint path for the composed ``cfg.model``: ``tiny`` (name or path) builds/reuses the
+    tiny model of ``model.seed``.
 
     The tiny model lives under ``cache_dir`` (e.g. ``cfg.paths.cache_dir``) when given, else under
     ``$MUSEG_CACHE`` / ``~/.cache/museg``.
     """
-    name, path = model_cfg.get("name"), model_cfg.get("path")
+    name, path = model_cfg.name, model_cfg.path
     if path == "tiny" or (name == "tiny" and not path):  # model.path=<dir> wins over the name
-        from museg.model.tiny import build_tiny_model, tiny_dir_name
-
-        seed = int(model_cfg.get("seed", 0) or 0)
+        seed = int(model_cfg.seed)
         out = Path(cache_dir).expanduser() / tiny_dir_name(seed) if cache_dir else None
         return str(build_tiny_model(out, seed=seed))
     if not path:
@@ -126,13 +126,16 @@ def model_path_from_cfg(
 def _lora_config(lora: Mapping[str, Any]):
     from peft import LoraConfig
 
-    targets = list(lora.get("target_modules") or DEFAULT_LORA_TARGETS)
+    targets = list(lora["target_modules"])
+    if not targets:
+        raise ValueError("model.lora.target_modules is empty (fix: name the language-model linear "
+                         "layers that get adapters, e.g. [q_proj, k_proj, v_proj, o_proj])")
     # Restrict to the language model: the vision tower reuses gate/up/down_proj names.
     pattern = r".*language_model\..*\.(" + "|".join(targets) + r")$"
     return LoraConfig(
-        r=int(lora.get("r", 8)),
-        lora_alpha=int(lora.get("alpha", 16)),
-        lora_dropout=float(lora.get("dropout", 0.0)),
+        r=int(lora["r"]),
+        lora_alpha=int(lora["alpha"]),
+        lora_dropout=float(lora["dropout"]),
         target_modules=pattern,
         bias="none",
         task_type="CAUSAL_LM",
@@ -159,8 +162,9 @@ def load_model_and_processor(
 ):
     """Load ``(model, processor)`` from a checkpoint dir or hub id.
 
-    The tokenizer pads on the left (batched generation). With ``lora`` (``enabled`` true) the model is
-    a PEFT model whose adapters sit on the language model only; ``freeze_vision`` sets
+    The tokenizer pads on the left (batched generation). ``lora`` is ``cfg.model.lora`` (every key
+    of :class:`museg.config.schema.LoraConfig`); with ``lora.enabled`` true the model is a PEFT
+    model whose adapters sit on the language model only; ``freeze_vision`` sets
     ``requires_grad=False`` on the vision tower (the merger included).
     """
     src = check_model_path(path)
@@ -178,7 +182,7 @@ def load_model_and_processor(
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if lora is not None and lora.get("enabled", True):
+    if lora is not None and lora["enabled"]:
         from peft import get_peft_model
 
         model = get_peft_model(model, _lora_config(lora))
@@ -187,7 +191,7 @@ def load_model_and_processor(
     return model, processor
 
 
-def load_from_cfg(model_cfg: Mapping[str, Any], device: str | torch.device | None = None):
+def load_from_cfg(model_cfg: DictConfig, device: str | torch.device | None = None):
     """``load_model_and_processor`` with every option read from ``cfg.model``."""
     return load_model_and_processor(
         model_path_from_cfg(model_cfg),

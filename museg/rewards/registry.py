@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import DictConfig
+
 from museg.rewards.format import format_reward, format_score
 from museg.rewards.matching import (
     align_solutions,
@@ -220,38 +222,30 @@ def compute_rewards(
     return out
 
 
-def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def reward_functions_from_cfg(reward_cfg: Any) -> list[tuple[str, float, RewardFn]]:
-    """``[(name, weight, fn)]`` from ``cfg.reward`` (weights, timestamp_aware, strict).
+def reward_functions_from_cfg(reward_cfg: DictConfig) -> list[tuple[str, float, RewardFn]]:
+    """``[(name, weight, fn)]`` from the composed ``cfg.reward`` (weights, timestamp_aware, strict).
 
     Each ``fn(completions, solution=..., **columns) -> list[float]`` has ``timestamp_aware`` /
     ``strict`` bound and a ``__name__`` equal to the config name (TRL logs rewards by
     ``__name__``). Weight-0 rewards are included so they can still be logged.
 
-    >>> fns = reward_functions_from_cfg({"weights": {"format": 1.0, "global_matching": 0.0},
-    ...                                  "timestamp_aware": False, "strict": False})
-    >>> [(name, weight, fn.__name__) for name, weight, fn in fns]
+    >>> from museg.config import compose_config
+    >>> cfg = compose_config(["reward=phase2"])
+    >>> cfg.reward.weights.global_matching = 0.0
+    >>> fns = reward_functions_from_cfg(cfg.reward)
+    >>> [(name, weight, fn.__name__) for name, weight, fn in fns][:2]
     [('format', 1.0, 'format'), ('global_matching', 0.0, 'global_matching')]
     >>> fns[0][2](["<think>.</think><answer>1-2</answer>"], solution=[[[1, 2]]])
     [1.0]
     """
-    weights = _cfg_get(reward_cfg, "weights", None)
-    if weights is None:
+    if "weights" not in reward_cfg:  # e.g. the root config passed instead of cfg.reward
         raise RewardConfigError(
             f"reward.weights: missing; give e.g. {{format: 1.0, global_matching: 1.0, "
             f"local_matching: 1.0}} (valid: {', '.join(REWARD_FUNCTIONS)})"
         )
-    w = validate_weights(weights)
-    timestamp_aware = bool(_cfg_get(reward_cfg, "timestamp_aware", True))
-    strict = bool(_cfg_get(reward_cfg, "strict", False))
-    return [(name, weight, _bind(name, timestamp_aware, strict)) for name, weight in w.items()]
+    w = validate_weights(reward_cfg.weights)
+    return [(name, weight, _bind(name, bool(reward_cfg.timestamp_aware), bool(reward_cfg.strict)))
+            for name, weight in w.items()]
 
 
 def _bind(name: str, timestamp_aware: bool, strict: bool) -> RewardFn:

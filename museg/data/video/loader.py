@@ -1,7 +1,7 @@
 """THE video loading loop: decode ahead in the background, return a video or a typed failure.
 
 Training (:class:`museg.rl.batch.StepBatcher`), evaluation (:mod:`museg.eval.runner`), preflight
-(:mod:`museg.data.preflight`) and the demo warm-up (:func:`museg.demo.warmup_model`) all read
+(:mod:`museg.data.preflight`) and the demo warm-up (:func:`museg.demo.warmup.warmup_model`) all read
 videos through a :class:`VideoLoader`: a :class:`~museg.data.video.cache.FrameCache` (memory LRU,
 optional disk store) behind a :class:`~museg.data.video.prefetch.Prefetcher` (background threads;
 with ``video.decode_timeout_s`` each decode runs in a killable worker process).
@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 from museg.data.video.cache import FrameCache
 from museg.data.video.decode import DecodedVideo
@@ -85,15 +87,14 @@ class VideoFailure:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def frame_cache_dir(video_cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None) -> Path | None:
-    """Where decoded frames are stored on disk: ``<cache_dir>/frames`` when ``video.cache.disk`` is
-    true and a cache directory is given, else ``None`` (memory only).
+def frame_cache_dir(disk: bool, cache_dir: str | os.PathLike | None) -> Path | None:
+    """Where decoded frames are stored on disk: ``<cache_dir>/frames`` when ``disk``
+    (``video.cache.disk``) is true and a cache directory is given, else ``None`` (memory only).
 
-    >>> frame_cache_dir({"cache": {"disk": True}}, "/c"), frame_cache_dir({"cache": {}}, "/c")
-    (PosixPath('/c/frames'), None)
+    >>> frame_cache_dir(True, "/c"), frame_cache_dir(False, "/c"), frame_cache_dir(True, None)
+    (PosixPath('/c/frames'), None, None)
     """
-    cache_cfg = video_cfg.get("cache") or {}
-    if not (cache_dir and cache_cfg.get("disk")):
+    if not (cache_dir and disk):
         return None
     return Path(str(cache_dir)).expanduser() / "frames"
 
@@ -120,20 +121,20 @@ class VideoLoader:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_cfg(cls, video_cfg: Mapping[str, Any], spec: Mapping[str, Any] | None = None,
+    def from_cfg(cls, video_cfg: DictConfig, spec: Mapping[str, Any] | None = None,
                  cache_dir: str | os.PathLike | None = None, workers: int | None = None,
                  **kwargs: Any) -> VideoLoader:
-        """From the ``video`` config: backend, ``decode_timeout_s``, ``cache`` (memory items, disk
-        under :func:`frame_cache_dir`), ``prefetch`` (workers: 1 or 2). ``spec`` defaults to the
-        frame spec of ``video_cfg`` itself (evaluation passes ``eval.video``'s)."""
+        """From the composed ``video`` config (``cfg.video``): backend, ``decode_timeout_s``,
+        ``cache`` (memory items, disk under :func:`frame_cache_dir`), ``prefetch`` (workers: 1 or
+        2). ``spec`` defaults to the frame spec of ``video_cfg`` itself (evaluation passes
+        ``eval.video``'s)."""
         if workers is None:
-            workers = max(1, min(2, int(video_cfg.get("prefetch", 2) or 0)))
-        cache_cfg = video_cfg.get("cache") or {}
+            workers = max(1, min(2, int(video_cfg.prefetch)))
         return cls(dict(spec if spec is not None else video_spec_from_cfg(video_cfg)),
-                   backend=str(video_cfg.get("backend", "torchcodec")),
-                   timeout_s=video_cfg.get("decode_timeout_s"),
-                   memory_items=int(cache_cfg.get("memory_items", 8)),
-                   disk_dir=frame_cache_dir(video_cfg, cache_dir), workers=workers, **kwargs)
+                   backend=str(video_cfg.backend), timeout_s=video_cfg.decode_timeout_s,
+                   memory_items=int(video_cfg.cache.memory_items),
+                   disk_dir=frame_cache_dir(bool(video_cfg.cache.disk), cache_dir),
+                   workers=workers, **kwargs)
 
     def submit(self, paths: Iterable[str | os.PathLike]) -> None:
         """Queue the decodes of ``paths`` in the background (each pending path once)."""

@@ -99,6 +99,10 @@ def _floor_by(x: float, f: int) -> int:
 
 
 def _get(spec: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``spec[key]``, or ``default`` when absent or ``None``. A spec is a plain frame-spec dict
+    (:data:`TRAIN_SPEC`, :func:`video_spec_from_cfg`'s output, a preflight manifest's ``spec``)
+    whose keys are all optional; the defaults are the reference planner's (qwen-vl-utils 0.0.10),
+    not config values."""
     v = spec.get(key)
     return default if v is None else v
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from omegaconf import DictConfig
+
 from museg.data.video.errors import VideoError, VideoUnreadableError  # noqa: F401 (doctest)
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,15 @@ class FailurePolicy:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_cfg(cls, video_cfg: Mapping[str, Any], num_items: int, run_dir: str | Path | None,
+    def from_cfg(cls, video_cfg: DictConfig, num_items: int, run_dir: str | Path | None,
                  seed: int = 0, rank: int = 0,
                  key_fn: Callable[[int], str] | None = None) -> FailurePolicy:
-        """From the ``video`` config (``on_failure``, ``max_failure_fraction``); quarantine goes to
-        ``run_dir/quarantine.jsonl`` (``quarantine.rank<R>.jsonl`` on other ranks)."""
+        """From the composed ``video`` config (``cfg.video``: ``on_failure``,
+        ``max_failure_fraction``); quarantine goes to ``run_dir/quarantine.jsonl``
+        (``quarantine.rank<R>.jsonl`` on other ranks)."""
         name = "quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"
-        return cls(num_items, on_failure=str(video_cfg.get("on_failure", "replace")),
-                   max_failure_fraction=float(video_cfg.get("max_failure_fraction", 0.05)),
+        return cls(num_items, on_failure=str(video_cfg.on_failure),
+                   max_failure_fraction=float(video_cfg.max_failure_fraction),
                    quarantine_path=Path(run_dir) / name if run_dir else None, seed=seed,
                    key_fn=key_fn)
 
