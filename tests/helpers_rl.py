@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from museg.config import compose_config
 from museg.config.naming import register_resolvers
+from museg.config.schema_demo import SyntheticConfig
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MUSEG_CACHE", str(REPO / ".cache" / "museg-test"))
@@ -82,7 +83,8 @@ def tiny_train_cfg(tmp_path: str | Path, **overrides: Any):
     # key exists, so code reads cfg.x.y; a misspelt key here fails (struct mode)
     cfg = compose_config(["task=train", "model=tiny", "data=synthetic"])
     # the generator parameters replace the YAML's (not merged): only these shape the test videos
-    OmegaConf.update(cfg, "data.synthetic", base["data"].pop("synthetic"), merge=False)
+    OmegaConf.update(cfg, "data.synthetic", SyntheticConfig(**base["data"].pop("synthetic")),
+                     merge=False)
     cfg = OmegaConf.merge(cfg, base)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)

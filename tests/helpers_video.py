@@ -25,6 +25,8 @@ import av
 import numpy as np
 import torch
 
+from museg.data.synthetic_render import encode_frames
+
 BITS = 10
 WHITE, BLACK = 235, 16
 FPS_23976 = Fraction(24000, 1001)
@@ -68,32 +70,17 @@ def write_index_video(path: str | Path, n_frames: int, fps: float | Fraction = 3
     """Write an H.264 (default) video of ``n_frames`` index-coded frames; returns the path.
 
     Odd sizes switch to yuv444p (4:2:0 needs even sides). ``pts`` (in ``time_base`` units) gives a
-    variable frame rate."""
+    variable frame rate. Encoded by museg's one writer, :func:`museg.data.synthetic_render.encode_frames`."""
     path = Path(path)
-    rate = Fraction(fps).limit_denominator(100000)
     if pix_fmt is None:
         pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
-    with av.open(str(path), "w", options=container_options or {}) as c:
-        s = c.add_stream(codec, rate=rate)
-        s.width, s.height, s.pix_fmt = width, height, pix_fmt
-        if codec == "libx264":
-            s.options = {"crf": "12", "g": str(gop), "bf": "2", "preset": "veryfast"}
-        else:
-            s.options = {"g": str(gop), "qscale": "2"}
-            s.codec_context.qmin = 1
-            s.codec_context.qmax = 3
-        if time_base is not None:
-            s.codec_context.time_base = time_base
-            s.time_base = time_base
-        for i in range(n_frames):
-            f = av.VideoFrame.from_ndarray(index_frame(i, height, width), format="rgb24")
-            if pts is not None:
-                f.pts = pts[i]
-                f.time_base = time_base
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    if codec == "libx264":
+        options = {"crf": "12", "g": str(gop), "bf": "2", "preset": "veryfast"}
+    else:
+        options = {"g": str(gop), "qscale": "2", "qmin": "1", "qmax": "3"}
+    frames = (index_frame(i, height, width) for i in range(n_frames))
+    encode_frames(path, frames, (height, width), fps, codec=codec, pix_fmt=pix_fmt, options=options,
+                  time_base=time_base, pts=pts, container_options=container_options)
     return path
 
 

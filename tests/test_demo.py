@@ -98,7 +98,7 @@ def _predictions(path: Path, answers: list[str]) -> Path:
 
 
 def test_gains_vs_warmup_pairs_tvg_items_by_id(tmp_path):
-    from museg.demo import gains_vs_warmup, tvg_item_ious
+    from museg.demo.report import gains_vs_warmup, tvg_item_ious
 
     warm = _predictions(tmp_path / "w", ["0-2", "0-2", "4-6"])      # IoU 1, 0, 0.5
     stage = _predictions(tmp_path / "s", ["0-2", "2-4", "4-8"])     # IoU 1, 1, 1

@@ -1,4 +1,4 @@
-"""Seed aggregation of demo runs (museg.demo_seeds): mean ± sd per phase and per-run RL gains."""
+"""Seed aggregation of demo runs (museg.demo.seeds): mean ± sd per phase and per-run RL gains."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from museg.demo_seeds import load_summaries, seeds_report
+from museg.demo.seeds import load_summaries, seeds_report
 
 
 def _summary(warmup: float, stage1: float, stage2: float) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from museg.cli_help import config_groups, render_help, sweep_runs, task_lines
 from museg.config import CONFIG_PATH, TASKS, compose_config
 from museg.data.layout import first_existing
-from museg.demo_progress import PhaseClock, _Relay
+from museg.demo.progress import PhaseClock, _Relay
 from museg.model.checkpoint_info import (
     CheckpointMismatch,
     apply_checkpoint_settings,

@@ -165,3 +165,20 @@ def test_clock_bar_grows_with_time():
     bar_lengths = [int((f[-1, :, 0] == 255).sum()) for f in frames]
     assert bar_lengths == [round(56 * i / 8) for i in range(8)]
     assert (frames[3][:42] != frames[0][:42]).any()  # the scene above the bar still shows the event
+
+
+def test_config_defaults_are_the_generator_defaults():
+    """``data.synthetic`` (SyntheticConfig) holds every generator parameter with its default and
+    type, so a config that leaves a key out generates (and caches) what a direct call does."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from museg.config.schema_demo import SyntheticConfig
+
+    sig = inspect.signature(generate_synthetic).parameters
+    defaults = {k: p.default for k, p in sig.items() if k not in ("out_dir", "progress")}
+    typed = OmegaConf.to_container(OmegaConf.structured(SyntheticConfig))
+    assert list(typed) == list(defaults)
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()} == typed
+    assert synthetic_cache_key(**typed) == synthetic_cache_key()

@@ -137,6 +137,9 @@ def check_overrides(overrides: list[str], check_files: bool = True,
             problems = validate(cfg, check_files=check_files) if check_values else []
         except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
             line = _first_line(exc)
+            merging = re.match(r"Error merging override [+~]*([^=\s]+)=\S*: ", line)
+            if merging:  # a value of the wrong type: name the key first, like every problem
+                line = f"{merging.group(1)}: {line[merging.end():]}"
             if "could not be converted" in line or "not a valid" in line:
                 line += " (fix: give a value of the documented type; see --cfg job)"
             elif "Could not override" in line:

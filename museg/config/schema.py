@@ -1,6 +1,7 @@
 """The typed schema of the museg configuration (Hydra structured configs).
 
-The dataclasses here (and in :mod:`museg.config.schema_train`, :mod:`museg.config.schema_eval`) are
+The dataclasses here (and in :mod:`museg.config.schema_train`, :mod:`museg.config.schema_eval`,
+:mod:`museg.config.schema_demo`) are
 registered in Hydra's ConfigStore as ``museg_schema`` by :func:`register_schema` and sit first in
 ``conf/config.yaml``'s defaults list, so every YAML group is merged onto them: an unknown key or a
 wrong type fails at composition. Each field carries a docstring; the values here are the MUSEG
@@ -21,6 +22,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from museg.config.schema_demo import DemoConfig, SyntheticConfig
 from museg.config.schema_eval import EvalConfig
 from museg.config.schema_train import RolloutConfig, TrainConfig
 
@@ -125,8 +127,8 @@ class DataConfig:
     record) or skip (drop bad records and log how many)."""
     shuffle: bool = True
     """Shuffle each epoch with train.data_seed."""
-    synthetic: dict[str, Any] = field(default_factory=dict)
-    """Generator parameters when the data is synthetic (see museg.data.synthetic)."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """Generator parameters when the data is synthetic (train_file: generated; museg.data.synthetic)."""
 
 
 @dataclass
@@ -280,8 +282,8 @@ class MusegConfig:
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     """task=plan: the training run laid out before it starts (museg.plan)."""
-    demo: dict[str, Any] = field(default_factory=dict)
-    """Budgets of the embedded demo (experiment=demo)."""
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    """Budgets and shape of the embedded demo (task=demo, experiment=demo; museg.demo)."""
     compare: CompareConfig = field(default_factory=CompareConfig)
     """task=compare: which runs to compare and how (museg.compare)."""
 

@@ -16,7 +16,7 @@ TASKS: dict[str, str] = {
     "eval": "museg.eval.runner:evaluate",
     "score": "museg.eval.score:score",
     "preflight": "museg.data.preflight:run_preflight",
-    "demo": "museg.demo:run_demo",
+    "demo": "museg.demo.pipeline:run_demo",
     "compare": "museg.compare:compare",
     "plan": "museg.plan:plan",
 }

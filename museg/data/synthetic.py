@@ -153,6 +153,29 @@ def plan_queries(rng: random.Random, segments: dict[str, list[list[float]]], n: 
     return out
 
 
+def _step_grid(fps: float, boundary_step: float, event_range: tuple[float, float],
+               gap_range: tuple[float, float], duration_range: tuple[float, float],
+               ) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Frames per boundary step, and the event, gap and duration ranges in steps (checked).
+
+    >>> _step_grid(10, 0.5, (2.0, 6.0), (1.0, 4.0), (8, 30))
+    (5, (4, 12), (2, 8), (16, 60))
+    """
+    step_frames = boundary_step * fps
+    if step_frames < 1 or abs(step_frames - round(step_frames)) > 1e-6:
+        raise ValueError(f"boundary_step * fps must be a whole number of frames, got {step_frames}")
+
+    def steps(sec: float) -> int:
+        return int(round(sec / boundary_step))
+
+    ev_steps = (max(1, steps(event_range[0])), max(1, steps(event_range[1])))
+    gap_steps = (steps(gap_range[0]), steps(gap_range[1]))
+    dur_steps = (max(ev_steps[0], steps(duration_range[0])), steps(duration_range[1]))
+    if ev_steps[0] > ev_steps[1] or gap_steps[0] > gap_steps[1] or dur_steps[0] > dur_steps[1]:
+        raise ValueError("event_range, gap_range and duration_range must be (low, high) with low <= high")
+    return int(round(step_frames)), ev_steps, gap_steps, dur_steps
+
+
 def generate_synthetic(
     out_dir: str | os.PathLike,
     n_train_videos: int = 32,
@@ -160,8 +183,8 @@ def generate_synthetic(
     queries_per_video: int = 2,
     seed: int = 0,
     size: tuple[int, int] = (112, 112),
-    fps: float = 10,
-    duration_range: tuple[float, float] = (8, 30),
+    fps: float = 10.0,
+    duration_range: tuple[float, float] = (8.0, 30.0),
     n_colours: int = 3,
     event_range: tuple[float, float] = (2.0, 6.0),
     gap_range: tuple[float, float] = (1.0, 4.0),
@@ -183,22 +206,13 @@ def generate_synthetic(
     (shape size / short side), ``motion``, ``noise`` (pixel noise std), ``tal_fraction`` (share of
     tal queries), ``n_phrasings`` (how many of the phrasings per task to use; None = all),
     ``clock_rows`` (a time bar in the bottom rows, full width at the longest duration; 0 = none).
+    A run's ``data.synthetic`` (:class:`museg.config.schema_demo.SyntheticConfig`) holds these
+    parameters, with these defaults.
     """
-    step_frames = boundary_step * fps
-    if step_frames < 1 or abs(step_frames - round(step_frames)) > 1e-6:
-        raise ValueError(f"boundary_step * fps must be a whole number of frames, got {step_frames}")
     if not 1 <= n_colours <= len(PALETTE):
         raise ValueError(f"n_colours must be in 1..{len(PALETTE)}, got {n_colours}")
-    step_frames = int(round(step_frames))
-
-    def steps(sec: float) -> int:
-        return int(round(sec / boundary_step))
-
-    ev_steps = (max(1, steps(event_range[0])), max(1, steps(event_range[1])))
-    gap_steps = (steps(gap_range[0]), steps(gap_range[1]))
-    dur_steps = (max(ev_steps[0], steps(duration_range[0])), steps(duration_range[1]))
-    if ev_steps[0] > ev_steps[1] or gap_steps[0] > gap_steps[1] or dur_steps[0] > dur_steps[1]:
-        raise ValueError("event_range, gap_range and duration_range must be (low, high) with low <= high")
+    step_frames, ev_steps, gap_steps, dur_steps = _step_grid(
+        fps, boundary_step, event_range, gap_range, duration_range)
     colours = list(PALETTE)[:n_colours]
 
     paths = _paths(Path(out_dir).expanduser().resolve())

@@ -3,7 +3,8 @@
 A video is a plain background on which at most one big, saturated shape is visible at a time. An
 :class:`Event` shows one colour's shape during frames ``[start_frame, end_frame)``, optionally moving
 linearly from one position to another. :func:`render_video` turns a list of events into frames and
-encodes them with PyAV (H.264 ``libx264``, ``yuv420p``; ``mpeg4`` if libx264 is unavailable).
+encodes them with :func:`encode_frames`, museg's one PyAV writer (H.264 ``libx264``, ``yuv420p``;
+``mpeg4`` if libx264 is unavailable; the tests' index videos use it too).
 
 Example::
 
@@ -15,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -147,25 +149,51 @@ def pick_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def encode_frames(path: str | os.PathLike, frames, size: tuple[int, int], fps: float) -> str:
-    """Encode RGB frames into an mp4 at ``fps`` (pts = frame index); returns the codec used."""
+def encode_frames(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    size: tuple[int, int],
+    fps: float | Fraction,
+    *,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    options: Mapping[str, str] | None = None,
+    time_base: Fraction | None = None,
+    pts: Sequence[int] | None = None,
+    container_options: Mapping[str, str] | None = None,
+) -> str:
+    """Encode RGB uint8 frames ``[H, W, 3]`` of ``size=(height, width)`` into a video file at
+    ``fps``; returns the codec used. The one PyAV writer of museg and its tests.
+
+    ``codec``: None picks libx264, else mpeg4 (:func:`pick_codec`). ``pix_fmt``: yuv420p needs even
+    sides (an odd size raises ``ValueError``; use yuv444p). ``options``: encoder options (None: the
+    synthetic data's, libx264 crf 16 / mpeg4 qscale 2, one thread). ``pts``: each frame's
+    timestamp in ``time_base`` units (None: the frame index in ``1 / fps``), e.g. a variable frame
+    rate. ``container_options``: muxer options, e.g. ``{"movflags": "faststart"}``.
+    """
     h, w = size
-    if h % 2 or w % 2:
-        raise ValueError(f"synthetic frame size must be even for yuv420p, got {size}")
-    codec = pick_codec()
+    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
+        raise ValueError(f"frame size must be even for yuv420p, got {size}")
+    codec = codec or pick_codec()
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(os.fspath(path), "w") as container:
+    with av.open(os.fspath(path), "w", options=dict(container_options or {})) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.time_base = 1 / rate
-        if codec == "libx264":
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.time_base = time_base or 1 / rate
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        if options is not None:
+            stream.options = dict(options)
+        elif codec == "libx264":
             stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
         else:
             stream.options = {"qscale": "2"}
             stream.thread_count = 1
         for i, arr in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            frame.pts = i
+            frame.pts = i if pts is None else pts[i]
+            if time_base is not None:
+                frame.time_base = time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -1,10 +1,11 @@
 """What the demo shows while it runs: numbered phases with an ETA, and its children's progress bars.
 
-The demo (:mod:`museg.demo`) runs six phases: the warm-up (in a spawned process, with its own tqdm
-bar), then held-out evaluation, stage-1 GRPO, evaluation, stage-2 GRPO, evaluation (each a
-``python -m museg.run`` child). :class:`PhaseClock` numbers them ``1/6`` … ``6/6`` and gives each an
-ETA from the measured rate of the same kind of phase (seconds per evaluated item, per GRPO step);
-the first phase of a kind has no measurement yet and points at its progress bar instead.
+The demo (:mod:`museg.demo.pipeline`) runs six phases: the warm-up (in a spawned process, with its
+own tqdm bar), then held-out evaluation, stage-1 GRPO, evaluation, stage-2 GRPO, evaluation (each a
+``python -m museg.run`` child); :data:`PHASES` names the models they evaluate. :class:`PhaseClock`
+numbers the phases ``1/6`` … ``6/6`` and gives each an ETA from the measured rate of the same kind
+of phase (seconds per evaluated item, per GRPO step); the first phase of a kind has no measurement
+yet and points at its progress bar instead.
 
 :func:`run_child` runs a child on a pseudo-terminal, so its tqdm bars (``disable=None`` turns them
 off on pipes) draw in place on a terminal; without a terminal (a log file, CI) the bar updates are
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PHASES = ("warmup", "stage1", "stage2")  # the models the demo evaluates, in order
+LABELS = {"warmup": "the warm-up", "stage1": "stage 1", "stage2": "stage 2"}
 NON_TTY_BAR_INTERVAL_S = 30.0
 UNIT_NAMES = {"warmup": "steps", "train": "steps", "eval": "items"}
 
