@@ -45,6 +45,7 @@ from museg.compare_report import (
 )
 from museg.compare_runs import find_runs
 from museg.compare_stats import CompareProblem, mismatches
+from museg.config import ConfigError
 
 __all__ = ["compare", "run_compare", "log_comparison_to_wandb", "CompareAfterSweep", "main"]
 
@@ -146,8 +147,6 @@ def compare(cfg: Any) -> Comparison:
     """``task=compare``: :func:`run_compare` with ``cfg.compare`` (and ``cfg.wandb`` when
     ``compare.wandb=true``); a problem ends the run with one line and exit code 2."""
     from omegaconf import OmegaConf
-
-    from museg.config import ConfigError
 
     cc = cfg.compare
     runs = OmegaConf.to_container(cc.runs) if OmegaConf.is_config(cc.runs) else cc.runs

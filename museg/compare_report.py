@@ -278,86 +278,97 @@ def _short(v: Variant, limit: int = 28) -> str:
 def write_plots(c: Comparison, out_dir: Path) -> list[Path]:
     """``compare_metrics.png`` (values per variant, differences with intervals),
     ``compare_rewards.png`` (reward curves), ``compare_vs_<key>.png`` (numeric swept keys)."""
-    written = []
-    labels = [_short(v) for v in c.variants]
     paired = [m for m in c.headline if any(d[m]["items"] for d in c.deltas)]
     metrics = (paired or c.headline)[:4]
+    written = []
     if metrics and c.variants:
-        fig, axes = _figure(len(metrics), 2)
-        for j, m in enumerate(metrics):
-            top, bottom = axes[0][j], axes[1][j]
-            for i, v in enumerate(c.variants):
-                vals = [100 * x for x in _values(v, m)]
-                if vals:
-                    mean, sd, _ = mean_sd(vals)
-                    top.scatter([i] * len(vals), vals, s=12, alpha=0.5, color="#4c72b0")
-                    top.errorbar([i], [mean], yerr=[sd], fmt="o", color="black", capsize=4)
-                d = c.deltas[i][m]
-                for kind, dx, style in (("items", -0.1, "-"), ("seeds", 0.1, "--")):
-                    g = d[kind]
-                    if g and i != c.baseline and not math.isnan(g["low"]):
-                        bottom.errorbar([i + dx], [100 * g["gain"]], fmt="o", capsize=4,
-                                        yerr=[[100 * (g["gain"] - g["low"])],
-                                              [100 * (g["high"] - g["gain"])]], linestyle=style,
-                                        color="#c44e52" if kind == "items" else "#55a868",
-                                        label=kind if i == (1 if c.baseline == 0 else 0) else None)
-            top.set_title(f"{m} (×100): seeds and mean ± sd", fontsize=8)
-            bottom.axhline(0, color="grey", lw=0.8)
-            bottom.set_title(f"Δ {m} vs baseline, 95% CI", fontsize=8)
-            for ax in (top, bottom):
-                ax.set_xlim(-0.5, len(labels) - 0.5)
-                ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
-            if bottom.get_legend_handles_labels()[0]:
-                bottom.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "compare_metrics.png")
-        written.append(out_dir / "compare_metrics.png")
+        written.append(_plot_metrics(c, metrics, out_dir / "compare_metrics.png"))
     if any(r.curve for v in c.variants for r in v.runs):
-        fig, axes = _figure(1, width=6.5, height=3.8)
-        ax = axes[0][0]
-        for i, v in enumerate(c.variants):
-            color = f"C{i % 10}"
-            for k, r in enumerate(v.runs):
-                if r.curve:
-                    xs, ys = zip(*r.curve, strict=True)
-                    ax.plot(xs, ys, color=color, lw=1, alpha=0.7, label=labels[i] if k == 0
-                            else None)
-        ax.set_xlabel("optimizer step (RL stages one after the other)")
-        ax.set_ylabel("mean total reward")
-        ax.legend(fontsize=7, title=", ".join(c.varying) or None, title_fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "compare_rewards.png")
-        written.append(out_dir / "compare_rewards.png")
+        written.append(_plot_rewards(c, out_dir / "compare_rewards.png"))
     # metric against a numeric swept key (training runs: final total reward)
     against = [(m, False, 100.0) for m in metrics] or (
         [("reward/total", True, 1.0)] if "reward/total" in c.train_keys else [])
     for key in c.varying:
         xs = [v.values[key] for v in c.variants]
-        if not against or not all(isinstance(x, int | float) and not isinstance(x, bool)
-                                  for x in xs):
-            continue
-        fig, axes = _figure(len(against))
-        others = [k for k in c.varying if k != key]
-        for j, (m, train, scale) in enumerate(against):
-            ax = axes[0][j]
-            lines: dict[str, list[tuple[float, float, float]]] = {}
-            for v in c.variants:
-                vals = _values(v, m, train=train)
-                if vals:
-                    mean, sd, _ = mean_sd(vals)
-                    tag = ",".join(f"{k}={_key_cell(v.values[k])}" for k in others)
-                    lines.setdefault(tag, []).append((float(v.values[key]), scale * mean,
-                                                      scale * sd))
-            for tag, pts in lines.items():
-                pts.sort()
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                            marker="o", capsize=3, label=tag or None)
-            ax.set_xlabel(key)
-            ax.set_ylabel(f"{m}{' (×100)' if scale == 100 else ''}, mean ± sd over seeds")
-            if others:
-                ax.legend(fontsize=6)
-        fig.tight_layout()
-        path = out_dir / f"compare_vs_{key}.png"
-        fig.savefig(path)
-        written.append(path)
+        if against and all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
+            written.append(_plot_against(c, key, against, out_dir / f"compare_vs_{key}.png"))
     return written
+
+
+def _plot_metrics(c: Comparison, metrics: list[str], path: Path) -> Path:
+    labels = [_short(v) for v in c.variants]
+    fig, axes = _figure(len(metrics), 2)
+    for j, m in enumerate(metrics):
+        top, bottom = axes[0][j], axes[1][j]
+        for i, v in enumerate(c.variants):
+            vals = [100 * x for x in _values(v, m)]
+            if vals:
+                mean, sd, _ = mean_sd(vals)
+                top.scatter([i] * len(vals), vals, s=12, alpha=0.5, color="#4c72b0")
+                top.errorbar([i], [mean], yerr=[sd], fmt="o", color="black", capsize=4)
+            d = c.deltas[i][m]
+            for kind, dx, style in (("items", -0.1, "-"), ("seeds", 0.1, "--")):
+                g = d[kind]
+                if g and i != c.baseline and not math.isnan(g["low"]):
+                    bottom.errorbar([i + dx], [100 * g["gain"]], fmt="o", capsize=4,
+                                    yerr=[[100 * (g["gain"] - g["low"])],
+                                          [100 * (g["high"] - g["gain"])]], linestyle=style,
+                                    color="#c44e52" if kind == "items" else "#55a868",
+                                    label=kind if i == (1 if c.baseline == 0 else 0) else None)
+        top.set_title(f"{m} (×100): seeds and mean ± sd", fontsize=8)
+        bottom.axhline(0, color="grey", lw=0.8)
+        bottom.set_title(f"Δ {m} vs baseline, 95% CI", fontsize=8)
+        for ax in (top, bottom):
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+        if bottom.get_legend_handles_labels()[0]:
+            bottom.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot_rewards(c: Comparison, path: Path) -> Path:
+    labels = [_short(v) for v in c.variants]
+    fig, axes = _figure(1, width=6.5, height=3.8)
+    ax = axes[0][0]
+    for i, v in enumerate(c.variants):
+        for k, r in enumerate(v.runs):
+            if r.curve:
+                xs, ys = zip(*r.curve, strict=True)
+                ax.plot(xs, ys, color=f"C{i % 10}", lw=1, alpha=0.7,
+                        label=labels[i] if k == 0 else None)
+    ax.set_xlabel("optimizer step (RL stages one after the other)")
+    ax.set_ylabel("mean total reward")
+    ax.legend(fontsize=7, title=", ".join(c.varying) or None, title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot_against(c: Comparison, key: str, against: list[tuple[str, bool, float]],
+                  path: Path) -> Path:
+    """One panel per metric: mean ± sd over seeds against the numeric swept ``key``, one line
+    per combination of the other swept keys."""
+    fig, axes = _figure(len(against))
+    others = [k for k in c.varying if k != key]
+    for j, (m, train, scale) in enumerate(against):
+        ax = axes[0][j]
+        lines: dict[str, list[tuple[float, float, float]]] = {}
+        for v in c.variants:
+            vals = _values(v, m, train=train)
+            if vals:
+                mean, sd, _ = mean_sd(vals)
+                tag = ",".join(f"{k}={_key_cell(v.values[k])}" for k in others)
+                lines.setdefault(tag, []).append((float(v.values[key]), scale * mean, scale * sd))
+        for tag, pts in lines.items():
+            pts.sort()
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="o", capsize=3, label=tag or None)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"{m}{' (×100)' if scale == 100 else ''}, mean ± sd over seeds")
+        if others:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from museg.eval.metrics import grounding_metrics, metric_output, record_ious
+
 __all__ = ["Run", "find_runs", "run_dirs", "load_run", "flat_config", "item_scores",
            "SKIP_DIRS", "TRAIN_FIGURES"]
 
@@ -170,8 +172,6 @@ def item_scores(records: Sequence[dict], kind: str) -> dict[str, dict[str, float
     >>> item_scores(recs, "mixed")
     {'miou': {'1': 0.5}, 'mean_f1': {'2': 1.0}}
     """
-    from museg.eval.metrics import grounding_metrics, metric_output, record_ious
-
     def task_of(r: dict) -> str:
         if kind in ("tvg", "tal"):
             return kind

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from museg.compare_runs import Run
+from museg.eval.metrics import paired_gain
 
 __all__ = ["Variant", "IDENTITY_EXCLUDED", "HEADLINE", "canonical", "identity", "group_variants",
            "select_baseline", "mean_sd", "paired_difference", "seed_difference", "mismatches",
@@ -169,8 +170,6 @@ def paired_difference(base: Variant, other: Variant, metric: str, n_resamples: i
     """``other - base`` of ``metric`` per item (each variant's runs averaged per item) on the items
     both evaluated, with a paired bootstrap 95% interval over items (``museg.eval.metrics.
     paired_gain``); None without per-item scores or shared items."""
-    from museg.eval.metrics import paired_gain
-
     b, o = _mean_items(base.runs, metric), _mean_items(other.runs, metric)
     if b is None or o is None:
         return None

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from museg.integrity import read_manifest
+from museg.integrity import read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,6 @@ def file_identity(path: str | os.PathLike | None) -> dict[str, Any]:
         return {"path": None}
     p = Path(str(path)).expanduser().absolute()
     try:
-        from museg.integrity import sha256_file
-
         return {"path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
     except OSError:
         return {"path": str(p)}

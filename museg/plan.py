@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from museg.config import deepspeed_config_path
+from museg.gpu_projection import project_gpu_hours
 from museg.rl.layout import BatchLayout, layout_from_cfg, world_size_from_cfg
 
 __all__ = ["plan", "plan_figures", "count_train_rows", "deepspeed_stage", "plan_line"]
@@ -164,8 +165,6 @@ def _projection(cfg: Any, figures: dict[str, Any]) -> dict[str, Any] | None:
     path = cfg.plan.gpu_check
     if not path:
         return None
-    from museg.gpu_projection import project_gpu_hours
-
     check = json.loads(Path(str(path)).expanduser().read_text())
     return project_gpu_hours(check, figures["optimizer_steps"], figures["completions_per_step"],
                              figures["world_size"])

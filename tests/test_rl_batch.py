@@ -151,6 +151,16 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tmp_path):
     assert whole.texts == halves[0].texts + halves[1].texts
     assert mixed.texts[1] == whole.texts[2]  # next to a different (longer/shorter) prompt
     assert len(set(whole.texts)) > 1  # different seeds, different samples
+    # per-row caps: row i is row i of the uncapped call cut after caps[i] tokens, and a row cut
+    # by its cap did not end with an EOS even when the longer sample ends with one later
+    caps = [1, 3, 12, 12]
+    capped = sample_completions(model, processor, [inputs[0]] * 4, seeds, caps)
+    for i, cap in enumerate(caps):
+        n_keep = int(whole.completion_mask[i].sum())
+        assert int(capped.completion_mask[i].sum()) == min(cap, n_keep)
+        assert capped.completion_ids[i, :min(cap, n_keep)].tolist() == \
+            whole.completion_ids[i, :min(cap, n_keep)].tolist()
+        assert bool(capped.is_eos[i]) == (bool(whole.is_eos[i]) and n_keep <= cap)
     # distribution: 4000 seeded rows over fixed logits, temperature 0.5, top-p 0.9
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
     n = 4000

@@ -345,14 +345,15 @@ def test_good_answer_earns_full_reward():
 def test_metrics_logger_resume_drops_steps_after_checkpoint(tmp_path):
     from museg.rl.logging import MetricsLogger
 
-    log = MetricsLogger(tmp_path, {"wandb": {"mode": "disabled"}})
+    cfg = tiny_train_cfg(tmp_path, wandb__mode="disabled")
+    log = MetricsLogger(tmp_path, cfg)
     for step in (1, 2, 3):
         log.log(step, {"reward/total": float(step), "reward/format": 0.5, "loss": 0.1})
         log.log_completions(step, [{"prompt": "p", "completion": "c", "advantage": 1.0}])
     log.close()
     assert (tmp_path / "reward_curves.png").is_file() and (tmp_path / "completions.parquet").is_file()
     # killed after step 3, the last checkpoint was step 2: step 3 is logged again after resume
-    log2 = MetricsLogger(tmp_path, {"wandb": {"mode": "disabled"}}, resume_step=2,
+    log2 = MetricsLogger(tmp_path, cfg, resume_step=2,
                          history=log.history[:2])
     log2.log(3, {"reward/total": 30.0})
     log2.close()
@@ -368,8 +369,8 @@ def test_wandb_offline_run_id_is_reused(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = {"wandb": {"mode": "offline", "project": "p", "group": "g", "job_type": "train",
-                     "tags": ["t"]}}
+    cfg = tiny_train_cfg(tmp_path, wandb__mode="offline", wandb__project="p", wandb__group="g",
+                         wandb__job_type="train", wandb__tags=["t"])
     log = MetricsLogger(tmp_path, cfg)
     log.log(1, {"reward/total": 1.0})
     wid = log.wandb_id

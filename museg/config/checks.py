@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from museg.config.problems import ConfigProblem
+from museg.launch.environment import in_submitit_job
 
 __all__ = ["value_problems", "path_problems", "SCHEDULERS", "RESUME_CHOICES"]
 
@@ -54,93 +55,103 @@ def _num(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+class _Problems:
+    """Collects :class:`ConfigProblem` lines for one config, at most one per key (the first)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.out: list[ConfigProblem] = []
+
+    def bad(self, key: str, problem: str, fix: str) -> None:
+        if all(p.key != key for p in self.out):
+            self.out.append(ConfigProblem(key, problem, fix))
+
+    def at_least(self, key: str, low: int, fix: str) -> None:
+        """An integer count >= ``low``; null passes (where the schema allows null)."""
+        v = _sel(self.cfg, key)
+        if v is not None and (not _num(v) or v < low):
+            self.bad(key, f"{v} < {low}", fix)
+
+    def finite(self, key: str, ok: Callable[[float], bool], want: str, fix: str) -> None:
+        """A finite number accepted by ``ok``; null passes."""
+        v = _sel(self.cfg, key)
+        if v is not None and (not _num(v) or not math.isfinite(v) or not ok(float(v))):
+            self.bad(key, f"{v} is not {want}", fix)
+
+
 def value_problems(cfg: Any) -> list:
     """Values that would fail minutes later (or pass silently and corrupt a run)."""
-    out: list[ConfigProblem] = []
+    checks = _Problems(cfg)
+    _video_values(checks)
+    _train_values(checks)
+    _other_values(checks)
+    return checks.out + _synthetic_problems(cfg)
 
-    def bad(key: str, problem: str, fix: str) -> None:
-        if all(p.key != key for p in out):
-            out.append(ConfigProblem(key, problem, fix))
 
-    def at_least(key: str, low: int, fix: str, nullable: bool = False) -> None:
-        del nullable  # documents intent: null is accepted where the schema allows it
-        v = _sel(cfg, key)
-        if v is None:  # null: allowed where the schema allows it (nullable keys)
-            return
-        if not _num(v) or v < low:
-            bad(key, f"{v} < {low}", fix)
-
-    def finite(key: str, ok: Callable[[float], bool], want: str, fix: str) -> None:
-        v = _sel(cfg, key)
-        if v is None:
-            return
-        if not _num(v) or not math.isfinite(v) or not ok(float(v)):
-            bad(key, f"{v} is not {want}", fix)
-
+def _video_values(c: _Problems) -> None:
     for prefix in ("video", "eval.video"):
-        at_least(f"{prefix}.max_frames", 1, f"set {prefix}.max_frames >= 1 or null", True)
-        finite(f"{prefix}.fps", lambda x: x > 0, "a positive finite number",
-               f"set {prefix}.fps > 0 (MUSEG: 2)")
-    at_least("video.min_frames", 1, "set video.min_frames >= 1 (default 4)")
-    mx, mn = _sel(cfg, "video.max_frames"), _sel(cfg, "video.min_frames")
+        c.at_least(f"{prefix}.max_frames", 1, f"set {prefix}.max_frames >= 1 or null")
+        c.finite(f"{prefix}.fps", lambda x: x > 0, "a positive finite number",
+                 f"set {prefix}.fps > 0 (MUSEG: 2)")
+    c.at_least("video.min_frames", 1, "set video.min_frames >= 1 (default 4)")
+    mx, mn = _sel(c.cfg, "video.max_frames"), _sel(c.cfg, "video.min_frames")
     if _num(mx) and _num(mn) and mn > mx:
-        bad("video.min_frames", f"{mn} > video.max_frames {mx}",
-            "lower video.min_frames or raise video.max_frames")
-    timeout = _sel(cfg, "video.decode_timeout_s")
-    if timeout is not None:
-        finite("video.decode_timeout_s", lambda x: x > 0, "a positive number of seconds",
-               "use e.g. 120, or null to decode in-process")
-    finite("video.max_failure_fraction", lambda x: 0 <= x <= 1, "in [0, 1]", "use 0.05")
-    at_least("video.prefetch", 0, "use 0 (off) or a small count")
-    at_least("video.cache.memory_items", 0, "use 0 (off) or a small count")
+        c.bad("video.min_frames", f"{mn} > video.max_frames {mx}",
+              "lower video.min_frames or raise video.max_frames")
+    c.finite("video.decode_timeout_s", lambda x: x > 0, "a positive number of seconds",
+             "use e.g. 120, or null to decode in-process")
+    c.finite("video.max_failure_fraction", lambda x: 0 <= x <= 1, "in [0, 1]", "use 0.05")
+    c.at_least("video.prefetch", 0, "use 0 (off) or a small count")
+    c.at_least("video.cache.memory_items", 0, "use 0 (off) or a small count")
 
+
+def _train_values(c: _Problems) -> None:
     t = "train"
-    at_least(f"{t}.max_completion_length", 1, "use 4096 (MUSEG)")
-    at_least(f"{t}.max_prompt_length", 1, "use 4096 (MUSEG)")
-    finite(f"{t}.beta", lambda x: x >= 0, "a finite number >= 0", "use 0 (no KL) or 0.04")
-    finite(f"{t}.temperature", lambda x: x > 0, "a positive finite number", "use 0.9 (MUSEG)")
-    finite(f"{t}.logprob_temperature", lambda x: x > 0, "a positive finite number",
-           "use 1.0 (MUSEG) or null")
-    finite(f"{t}.top_p", lambda x: 0 < x <= 1, "in (0, 1]", "use 1.0")
-    finite(f"{t}.warmup_ratio", lambda x: 0 <= x <= 1, "in [0, 1]", "use 0.0")
-    finite(f"{t}.max_grad_norm", lambda x: x > 0, "a positive finite number", "use 1.0")
-    finite(f"{t}.weight_decay", lambda x: x >= 0, "a finite number >= 0", "use 0.0")
-    finite(f"{t}.learning_rate", lambda x: x > 0, "a positive finite number", "use 1.5e-6")
+    c.at_least(f"{t}.max_completion_length", 1, "use 4096 (MUSEG)")
+    c.at_least(f"{t}.max_prompt_length", 1, "use 4096 (MUSEG)")
+    c.finite(f"{t}.beta", lambda x: x >= 0, "a finite number >= 0", "use 0 (no KL) or 0.04")
+    c.finite(f"{t}.temperature", lambda x: x > 0, "a positive finite number", "use 0.9 (MUSEG)")
+    c.finite(f"{t}.logprob_temperature", lambda x: x > 0, "a positive finite number",
+             "use 1.0 (MUSEG) or null")
+    c.finite(f"{t}.top_p", lambda x: 0 < x <= 1, "in (0, 1]", "use 1.0")
+    c.finite(f"{t}.warmup_ratio", lambda x: 0 <= x <= 1, "in [0, 1]", "use 0.0")
+    c.finite(f"{t}.max_grad_norm", lambda x: x > 0, "a positive finite number", "use 1.0")
+    c.finite(f"{t}.weight_decay", lambda x: x >= 0, "a finite number >= 0", "use 0.0")
+    c.finite(f"{t}.learning_rate", lambda x: x > 0, "a positive finite number", "use 1.5e-6")
     for key in ("epsilon_low", "epsilon_high"):
-        finite(f"{t}.{key}", lambda x: x >= 0, "a finite number >= 0", "use 0.2")
-    sched = _sel(cfg, f"{t}.lr_scheduler_type")
+        c.finite(f"{t}.{key}", lambda x: x >= 0, "a finite number >= 0", "use 0.2")
+    sched = _sel(c.cfg, f"{t}.lr_scheduler_type")
     if sched is not None and sched not in SCHEDULERS:
-        bad(f"{t}.lr_scheduler_type", f"{sched!r} is not a known scheduler",
-            f"use one of {', '.join(SCHEDULERS)}")
-    weights = _sel(cfg, "reward.weights") or {}
-    for name in list(weights):
-        finite(f"reward.weights.{name}", lambda x: True, "a finite number",
-               f"set reward.weights.{name} to a finite number (0 turns it off)")
+        c.bad(f"{t}.lr_scheduler_type", f"{sched!r} is not a known scheduler",
+              f"use one of {', '.join(SCHEDULERS)}")
+    for name in list(_sel(c.cfg, "reward.weights") or {}):
+        c.finite(f"reward.weights.{name}", lambda x: True, "a finite number",
+                 f"set reward.weights.{name} to a finite number (0 turns it off)")
 
-    at_least("eval.max_new_tokens", 1, "use 512 (MUSEG)")
-    at_least("eval.batch_size", 1, "use 4")
-    at_least("eval.limit", 1, "set eval.limit >= 1, or null for every item", True)
-    at_least("data.max_samples", 1, "set data.max_samples >= 1, or null for every sample", True)
-    at_least("preflight.limit", 1, "set preflight.limit >= 1, or null for every video", True)
-    at_least("preflight.workers", 1, "use 1 or more")
-    finite("preflight.duration_tolerance_s", lambda x: x >= 0, "a finite number >= 0", "use 1.0")
+
+def _other_values(c: _Problems) -> None:
+    c.at_least("eval.max_new_tokens", 1, "use 512 (MUSEG)")
+    c.at_least("eval.batch_size", 1, "use 4")
+    c.at_least("eval.limit", 1, "set eval.limit >= 1, or null for every item")
+    c.at_least("data.max_samples", 1, "set data.max_samples >= 1, or null for every sample")
+    c.at_least("preflight.limit", 1, "set preflight.limit >= 1, or null for every video")
+    c.at_least("preflight.workers", 1, "use 1 or more")
+    c.finite("preflight.duration_tolerance_s", lambda x: x >= 0, "a finite number >= 0", "use 1.0")
     for key in ("rollout.gpu_memory_utilization", "eval.gpu_memory_utilization"):
-        finite(key, lambda x: 0 < x <= 1, "in (0, 1]", "use 0.5 to 0.9")
-    at_least("launcher.nproc_per_node", 1, "use 1 or the GPUs per node")
-    at_least("launcher.nodes", 1, "use 1 or more")
-    at_least("launcher.gpus_per_node", 0, "use 0 or more")
-
-    target = _sel(cfg, "preflight.target")
+        c.finite(key, lambda x: 0 < x <= 1, "in (0, 1]", "use 0.5 to 0.9")
+    c.at_least("launcher.nproc_per_node", 1, "use 1 or the GPUs per node")
+    c.at_least("launcher.nodes", 1, "use 1 or more")
+    c.at_least("launcher.gpus_per_node", 0, "use 0 or more")
+    target = _sel(c.cfg, "preflight.target")
     if target is not None and target not in ("train", "eval"):
-        bad("preflight.target", f"{target!r} is not train or eval", "set preflight.target=train|eval")
-    resume = _sel(cfg, "resume")
+        c.bad("preflight.target", f"{target!r} is not train or eval",
+              "set preflight.target=train|eval")
+    resume = _sel(c.cfg, "resume")
     if resume is not None and str(resume).lower() not in RESUME_CHOICES:
         if not str(resume).strip() or not Path(str(resume)).expanduser().is_dir():
-            bad("resume", f"{resume!r} is not auto, never, force or a checkpoint path",
-                "resume=auto (continue), never (fresh run), force (continue a differing run) or "
-                "resume=<run_dir or checkpoints/step-N>")
-    out += _synthetic_problems(cfg)
-    return out
+            c.bad("resume", f"{resume!r} is not auto, never, force or a checkpoint path",
+                  "resume=auto (continue), never (fresh run), force (continue a differing run) or "
+                  "resume=<run_dir or checkpoints/step-N>")
 
 
 def _synthetic_problems(cfg: Any) -> list:
@@ -246,8 +257,6 @@ def path_problems(cfg: Any, check_files: bool = True) -> list:
             out.append(ConfigProblem("init_from", f"{p} holds no model (no config.json in it or "
                                      "its final/)", "init_from=<a finished run dir or a model "
                                      "dir>, or null"))
-    from museg.launch.environment import in_submitit_job
-
     if _sel(cfg, "launcher.name") == "slurm" and not _sel(cfg, "launcher.dry_run") \
             and _sel(cfg, "task") != "plan" and not in_submitit_job():  # a plan submits nothing
         missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]

@@ -92,10 +92,8 @@ def _train_problems(cfg: DictConfig) -> list[ConfigProblem]:
         try:
             layout = layout_from_cfg(t, world_size_from_cfg(cfg))
             fb = t.forward_batch_size
-        except LayoutError as e:  # its message is "<key>: <problem> (fix: <fix>)"
-            key, _, rest = str(e).partition(": ")
-            problem, _, fix = rest.rpartition(" (fix: ")
-            out.append(ConfigProblem(key, problem, fix.rstrip(")")))
+        except LayoutError as e:
+            out.append(ConfigProblem(e.key, e.problem, e.fix))
             fb = None  # no micro-batch to divide; the other train checks still run
         if fb is not None and (fb < 1 or layout.per_device % fb):
             out.append(ConfigProblem("train.forward_batch_size",

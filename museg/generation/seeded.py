@@ -141,11 +141,11 @@ def sample_completions(
         model.train(was_training)
     prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
     completions = seqs[:, prompt_ids.shape[1]:].cpu()
-    if min(caps) < completions.shape[1]:
-        completions, _ = cap_rows(completions, torch.ones_like(completions), caps, pad)
     ids, mask, is_eos = truncate_at_eos(completions, cfg.eos_token_id, pad)
-    if min(caps) < ids.shape[1]:
+    if min(caps) < ids.shape[1]:  # rows with a lower cap: cut there; an EOS past the cap is gone
         ids, mask = cap_rows(ids, mask, caps, pad)
+        last = ids.gather(1, (mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
+        is_eos = (mask.sum(1) > 0) & torch.isin(last, torch.as_tensor(eos))
     texts = tok.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
                              skip_special_tokens=True)
     return Rollout(texts=texts, completion_ids=ids, completion_mask=mask, prompt_ids=prompt_ids,

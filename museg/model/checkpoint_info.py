@@ -170,17 +170,16 @@ def choose_model_settings(info: CheckpointInfo | None, model_name: str, task: st
 def apply_checkpoint_settings(cfg: Any, overrides: Collection[str] = ()) -> ModelChoice | None:
     """Apply :func:`choose_model_settings` to ``cfg.model`` in place for ``task=train|eval``
     (other tasks load no model); logs the note. Raises :class:`CheckpointMismatch`."""
-    task = str(cfg.get("task"))
-    model = cfg.get("model") or {}
-    path = str(model.get("path") or "")
+    task, model = str(cfg.task), cfg.model
+    path = str(model.path or "")
     if task not in ("train", "eval") or not path or path == "tiny":
         return None
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    name = str(model.get("name") or "")
+    name = str(model.name or "")
     info = read_checkpoint_info(path) if name == "tiny" or Path(path).expanduser().is_dir() \
         else None
-    choice = choose_model_settings(info, name, task, str(model.get("dtype")),
-                                   str(model.get("attention")), keys, model_path=path)
+    choice = choose_model_settings(info, name, task, str(model.dtype),
+                                   str(model.attention), keys, model_path=path)
     if choice is not None:
         cfg.model.dtype, cfg.model.attention = choice.dtype, choice.attention
         log.warning("%s", choice.note)

@@ -39,7 +39,12 @@ __all__ = ["BatchLayout", "LayoutError", "batch_layout", "layout_from_cfg", "wor
 
 
 class LayoutError(ValueError):
-    """The batch cannot be laid out on this world size (one line with the fix)."""
+    """The batch cannot be laid out on this world size: ``key``, ``problem`` and ``fix``; its
+    message is the one line ``"<key>: <problem> (fix: <fix>)"``."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"{key}: {problem} (fix: {fix})")
+        self.key, self.problem, self.fix = key, problem, fix
 
 
 @dataclass(frozen=True)
@@ -72,19 +77,19 @@ def _divisors(n: int) -> list[int]:
 
 def _explicit(g: int, w: int, per_device: int | None, accumulation: int | None) -> BatchLayout:
     if per_device is None or accumulation is None:
-        raise LayoutError("train.prompts_per_step: null needs train.per_device_train_batch_size and "
-                          "train.gradient_accumulation_steps (fix: set both, or set "
-                          "train.prompts_per_step, MUSEG: 14)")
+        raise LayoutError("train.prompts_per_step", "null needs train.per_device_train_batch_size "
+                          "and train.gradient_accumulation_steps",
+                          "set both, or set train.prompts_per_step, MUSEG: 14")
     if per_device < 1 or accumulation < 1:
         key = "per_device_train_batch_size" if per_device < 1 else "gradient_accumulation_steps"
-        raise LayoutError(f"train.{key}: must be >= 1 (fix: set train.{key} >= 1)")
+        raise LayoutError(f"train.{key}", "must be >= 1", f"set train.{key} >= 1")
     total = per_device * w
     if total % g:
         raise LayoutError(
-            f"train.per_device_train_batch_size: {per_device} completions x {w} process(es) = "
-            f"{total} is not a multiple of num_generations {g} (fix: make "
+            "train.per_device_train_batch_size", f"{per_device} completions x {w} process(es) = "
+            f"{total} is not a multiple of num_generations {g}", "make "
             f"per_device_train_batch_size x processes a multiple of {g}, or set "
-            f"train.prompts_per_step and leave the per-device batch to museg)")
+            "train.prompts_per_step and leave the per-device batch to museg")
     return BatchLayout(w, g, per_device, accumulation, total // g * accumulation)
 
 
@@ -105,29 +110,31 @@ def batch_layout(num_generations: int, world_size: int, prompts_per_step: int | 
     """
     g, w = int(num_generations), int(world_size)
     if g < 1 or w < 1:
-        raise LayoutError(f"num_generations {g} and world size {w} must be >= 1")
+        raise LayoutError("train.num_generations" if g < 1 else "launcher.nproc_per_node",
+                          f"num_generations {g} and world size {w} must be >= 1",
+                          "use at least 1 of each")
     if prompts_per_step is None:
         return _explicit(g, w, per_device, accumulation)
     p = int(prompts_per_step)
     if p < 1:
-        raise LayoutError(f"train.prompts_per_step: {p} < 1 (fix: MUSEG uses 14)")
+        raise LayoutError("train.prompts_per_step", f"{p} < 1", "MUSEG uses 14")
     total = p * g
     if total % w:
         sizes = ", ".join(map(str, _divisors(total)))
         raise LayoutError(
-            f"train.prompts_per_step: {p} prompts x G={g} = {total} completions per optimizer step "
-            f"cannot be split over {w} processes (fix: use a world size that divides {total}: "
-            f"{sizes}, or change train.prompts_per_step)")
+            "train.prompts_per_step", f"{p} prompts x G={g} = {total} completions per optimizer "
+            f"step cannot be split over {w} processes", f"use a world size that divides {total}: "
+            f"{sizes}, or change train.prompts_per_step")
     mine = total // w
     if per_device is not None or accumulation is not None:
         pd = int(per_device) if per_device is not None else mine // int(accumulation or 1)
         acc = int(accumulation) if accumulation is not None else mine // max(pd, 1)
         if pd < 1 or acc < 1 or pd * acc != mine or (pd * w) % g:
             raise LayoutError(
-                f"train.per_device_train_batch_size: {per_device} x gradient_accumulation_steps "
+                "train.per_device_train_batch_size", f"{per_device} x gradient_accumulation_steps "
                 f"{accumulation} does not give {mine} completions per process per step with whole "
-                f"prompts per micro-step ({p} prompts x G={g} over {w} processes) (fix: set both "
-                f"to null and let museg derive them, or change train.prompts_per_step)")
+                f"prompts per micro-step ({p} prompts x G={g} over {w} processes)", "set both "
+                "to null and let museg derive them, or change train.prompts_per_step")
         return BatchLayout(w, g, pd, acc, p)
     cap = int(max_micro_completions or g)
     whole = [d for d in _divisors(mine) if (d * w) % g == 0]  # never empty: mine itself is whole

@@ -37,17 +37,6 @@ __all__ = ["MetricsLogger", "plot_reward_curves"]
 log = logging.getLogger(__name__)
 
 
-def _to_container(cfg: Any) -> dict:
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(cfg):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg) if isinstance(cfg, Mapping) else {}
-
-
 def _truncate_jsonl(path: Path, max_step: int) -> None:
     if not path.is_file():
         return

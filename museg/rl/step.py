@@ -38,7 +38,10 @@ from typing import Any
 import torch
 
 from museg import dist as D
+from museg.data.prompts import build_question
 from museg.generation.seeded import sample_completions
+from museg.model.inputs import build_prompt_text, build_video_inputs
+from museg.rewards.registry import compute_rewards
 from museg.rl.advantages import group_advantages
 from museg.rl.batch import Slot, stable_seed
 from museg.rl.forward import cut_at_tokens, drop_tokens, forward_inputs
@@ -123,9 +126,6 @@ def completion_budget(prompt_tokens: int, max_completion_length: int,
 
 
 def _prompt_inputs(ctx: StepContext, slot: Slot) -> tuple[str, str, Any, int]:
-    from museg.data.prompts import build_question
-    from museg.model.inputs import build_prompt_text, build_video_inputs
-
     item = slot.item
     question = build_question(ctx.template, item.sample.problem)
     text = build_prompt_text(ctx.processor, question)
@@ -189,8 +189,6 @@ class _Rows:
 
 def rollout_step(ctx: StepContext, slots: list[Slot], step: int) -> list[RunRollout]:
     """Inputs, this rank's completions and their rewards for each of its slots."""
-    from museg.rewards.registry import compute_rewards
-
     prepared = []
     for s in slots:
         with ctx.timer.phase("inputs"):
