@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from museg.config import deepspeed_config_path
+from museg.data.annotations import load_train_jsonl
 from museg.gpu_projection import project_gpu_hours
 from museg.rl.layout import BatchLayout, layout_from_cfg, world_size_from_cfg
 
@@ -46,8 +47,6 @@ def deepspeed_stage(value: str | None) -> int:
 
 def count_train_rows(cfg: Any) -> tuple[int, int]:
     """``(rows trained on, rows kept although malformed)`` of ``cfg.data.train_file``."""
-    from museg.data.annotations import load_train_jsonl
-
     samples = load_train_jsonl(str(cfg.data.train_file), str(cfg.paths.video_root),
                                on_bad_record=str(cfg.data.on_bad_record))
     if cfg.data.task_filter:

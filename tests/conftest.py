@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers_repo import REPO, shared_data_dir
+from helpers_rl import tiny_train_cfg
 
 os.environ.setdefault("MUSEG_CACHE", str(REPO / ".cache" / "museg-test"))
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,21 +20,19 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def shared_data_dir() -> Path | None:
-    """The real MUSEG annotation files (never committed), or None when absent."""
-    env = os.environ.get("MUSEG_SHARED_DATA")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "museg"]:
-        if (cand / "train" / "stage_1.jsonl").is_file():
-            return cand
-    return None
-
-
 @pytest.fixture
 def shared_data() -> Path:
     path = shared_data_dir()
     if path is None:
         pytest.skip("real MUSEG annotations not found (set MUSEG_SHARED_DATA=<dir with train/ eval/>)")
     return path
+
+
+@pytest.fixture
+def cfg_train(tmp_path: Path):
+    """The real composed ``task=train model=tiny data=synthetic`` config, trimmed to seconds on the
+    CPU (:func:`helpers_rl.tiny_train_cfg`; change keys with ``open_dict`` or ``OmegaConf.update``)."""
+    return tiny_train_cfg(tmp_path)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -120,6 +120,10 @@ def _train_values(c: _Problems) -> None:
     c.finite(f"{t}.learning_rate", lambda x: x > 0, "a positive finite number", "use 1.5e-6")
     for key in ("epsilon_low", "epsilon_high"):
         c.finite(f"{t}.{key}", lambda x: x >= 0, "a finite number >= 0", "use 0.2")
+    if _sel(c.cfg, "model.lora.enabled") and not _sel(c.cfg, "model.lora.target_modules"):
+        c.bad("model.lora.target_modules", "is empty with model.lora.enabled=true",
+              "name the language-model linear layers that get adapters, e.g. "
+              "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj]")
     sched = _sel(c.cfg, f"{t}.lr_scheduler_type")
     if sched is not None and sched not in SCHEDULERS:
         c.bad(f"{t}.lr_scheduler_type", f"{sched!r} is not a known scheduler",

@@ -19,7 +19,7 @@ it for videos; ``do_resize=False`` does not depend on that.)
 
 GPU only; vLLM is imported lazily (:func:`require_vllm`), so importing this module without vLLM is
 fine, and a missing install is the one-line :class:`VLLMNotInstalledError`. Unverified on this
-project's CPU machines (see tests/test_trainer.py::test_vllm_rollout_gpu).
+project's CPU machines (see tests/rl/test_trainer.py::test_vllm_rollout_gpu).
 
 Example::
 

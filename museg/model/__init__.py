@@ -2,11 +2,12 @@
 
 Example::
 
+    from museg.config import compose_config
     from museg.generation.hf import generate_completions
     from museg.model import (build_prompt_text, build_video_inputs, load_model_and_processor,
                              model_path_from_cfg)
-    model, processor = load_model_and_processor(model_path_from_cfg({"name": "tiny"}),
-                                                dtype="float32")
+    cfg = compose_config(["model=tiny"])
+    model, processor = load_model_and_processor(model_path_from_cfg(cfg.model), dtype="float32")
     text = build_prompt_text(processor, "When does the person open the door?")
     inputs = build_video_inputs(processor, [text], [decoded_video])
     rollout = generate_completions(model, processor, inputs, num_generations=4, max_new_tokens=64)

@@ -21,7 +21,7 @@ The model is :mod:`gpu_model`'s (3B sizes from the public config.json, random we
 memory); the frames are :mod:`gpu_frames`' (100 s of 480x854 -> 200 frames of 112x196 = 2,800
 video tokens, served from museg's frame cache). ``--device cpu --tiny`` runs the same code on
 museg's tiny architecture with a tiny frame spec in well under a minute (the default test suite
-does, ``tests/test_gpu_check.py``). Training stops by raising from ``on_step`` after the last
+does, ``tests/workflow/test_gpu_check.py``). Training stops by raising from ``on_step`` after the last
 measured step, so no checkpoint (45 GB at 3B with AdamW state) is ever written.
 
 Usage::

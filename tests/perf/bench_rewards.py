@@ -5,7 +5,7 @@ Run: ``python tests/perf/bench_rewards.py [--n 100000] [--seed 0]``
 Prints completions/s for
 * ``compute_rewards`` (format + global + local, one parse per completion) - what the trainer uses;
 * the three TRL reward functions called one after the other (each parses again);
-* a literal regex transcription of the issue-3 specification (``tests/test_rewards_properties.py``),
+* a literal regex transcription of the issue-3 specification (``tests/rewards/test_rewards_properties.py``),
   standing in for the reference implementation's per-sample work (without its debug-log writes),
 and the ratios between them, after checking that all three agree on every completion. Rates are per
 CPU second of this process (``time.process_time``), so a busy machine does not skew them.
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rewards"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from museg.rewards import (  # noqa: E402

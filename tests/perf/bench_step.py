@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "helpers"))
 sys.path.insert(0, str(HERE.parent.parent))
 
 from helpers_rl import oracle_mix_rollout, tiny_train_cfg  # noqa: E402

@@ -21,7 +21,7 @@ from museg.config import compose_config
 from museg.config.naming import register_resolvers
 from museg.config.schema_demo import SyntheticConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MUSEG_CACHE", str(REPO / ".cache" / "museg-test"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")

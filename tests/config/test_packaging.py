@@ -10,7 +10,7 @@ import pytest
 import tomllib
 from setuptools import find_packages
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_pyproject_lists_every_package():

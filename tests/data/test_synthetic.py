@@ -94,6 +94,8 @@ def test_deterministic_for_a_seed(data, tmp_path):
     for name in ("train_file", "heldout_file", "heldout_eval_file"):
         assert getattr(again, name).read_bytes() == getattr(data, name).read_bytes()
     for video in ("syn_train_0000.mp4", "syn_heldout_0002.mp4"):
+        # the same bytes (one-thread encoder), then the same decoded pixels
+        assert (again.video_root / video).read_bytes() == (data.video_root / video).read_bytes()
         assert np.array_equal(decode_rgb(again.video_root / video), decode_rgb(data.video_root / video))
     other = generate_synthetic(tmp_path / "c", seed=4, **SMALL)
     assert other.train_file.read_bytes() != data.train_file.read_bytes()

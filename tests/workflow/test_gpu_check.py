@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "tests" / "gpu" / "check.py"
 WHEEL_LISTS = [REPO / "tests" / "gpu" / n for n in ("wheels.txt", "wheels-deepspeed.txt")]
 STEP_KEYS = {"rollout_s", "reference_s", "policy_s", "optimizer_s", "peak_mem_gb", "tokens_per_s"}

@@ -30,7 +30,7 @@ from museg.runguard import (
     select_run_dir,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
 BASE = ["task=train", "model=tiny", "data=synthetic"]
 
@@ -52,6 +52,7 @@ BAD_VALUES = [
     ("data.max_samples=-2", "data.max_samples"), ("paths.output_root=", "paths.output_root"),
     ("experiment_name=../escape", "experiment_name"), ("experiment_name=a/b", "experiment_name"),
     ("experiment_name=" + "x" * 300, "experiment_name"),
+    ("model.lora.enabled=true model.lora.target_modules=[]", "model.lora.target_modules"),
 ]
 
 

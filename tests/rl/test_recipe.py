@@ -256,7 +256,7 @@ def test_trainer_gives_each_prompt_at_most_total_minus_prompt_tokens(tmp_path):
     assert any(b < 8 for _, b in budgets)
 
 
-def test_hf_rollout_caps_each_row_like_a_separate_call(tmp_path):
+def test_hf_rollout_caps_each_row_like_a_separate_call(cfg_train):
     """Generating max(caps) tokens and cutting row i at caps[i] == a call with caps[i]."""
     from museg.data.sources import materialize_synthetic
     from museg.data.video import decode_video, video_spec_from_cfg
@@ -265,7 +265,7 @@ def test_hf_rollout_caps_each_row_like_a_separate_call(tmp_path):
     from museg.model.inputs import build_prompt_text, build_video_inputs
     from museg.rl.builders import build_models, load_train_samples
 
-    cfg = tiny_train_cfg(tmp_path)
+    cfg = cfg_train
     materialize_synthetic(cfg)
     model, processor, _, _ = build_models(cfg, DistInfo())
     s = load_train_samples(cfg)[0]
@@ -276,6 +276,11 @@ def test_hf_rollout_caps_each_row_like_a_separate_call(tmp_path):
     long = sample_completions(model, processor, [inputs], [6], 10)
     assert int(both.completion_mask[0].sum()) <= 3
     assert both.texts == [short.texts[0], long.texts[0]]
+    # a row cut by its cap ended with an EOS only if the separate call did (an EOS past the cap
+    # does not count), and keeps as many tokens
+    assert both.is_eos.tolist() == [bool(short.is_eos[0]), bool(long.is_eos[0])]
+    assert [int(m.sum()) for m in both.completion_mask] == \
+        [int(short.completion_mask[0].sum()), int(long.completion_mask[0].sum())]
 
 
 # ---------------------------------------------------------------------------- model & tokens

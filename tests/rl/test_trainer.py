@@ -159,11 +159,11 @@ def test_subprocess_kill_and_resume(tmp_path):
     cfg = tiny_train_cfg(tmp_path / "b", train__max_steps=n)
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(OmegaConf.to_yaml(cfg))
-    here = str(Path(__file__).parent)
+    here = str(Path(__file__).resolve().parents[1] / "helpers")
     code = (f"import sys; sys.path.insert(0, {here!r}); from helpers_rl import *; "
             "from museg.rl.trainer import train; from omegaconf import OmegaConf; "
             f"train(OmegaConf.load({str(cfg_file)!r}), rollout_fn=oracle_mix_rollout)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parents[2]))
     ck2 = Path(cfg.run_dir) / "checkpoints" / "step-2" / "COMPLETE"
     deadline = time.time() + 300
     while not ck2.exists() and time.time() < deadline and proc.poll() is None:
@@ -322,7 +322,7 @@ def test_vllm_rollout_gpu(tmp_path):
 @pytest.mark.gpu
 def test_deepspeed_zero3_gpu(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed")
-    ds = Path(__file__).resolve().parent.parent / "conf" / "deepspeed" / "zero3.json"
+    ds = Path(__file__).resolve().parents[2] / "conf" / "deepspeed" / "zero3.json"
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
                        "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(key, value)

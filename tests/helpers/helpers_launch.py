@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from museg import dist as D
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The tiny model on the demo's synthetic videos, with the smallest budgets that still train:
 # per_device_train_batch_size counts completions, so 2 = one prompt x G=2 per process.

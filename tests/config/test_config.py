@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from museg.config import check_overrides, compose_config, normalize_overrides, split_args, validate
 from museg.config.naming import run_name_from_overrides, stage1_overrides
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-SCHEMA = Path(__file__).resolve().parent.parent / "museg" / "config"
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SCHEMA = Path(__file__).resolve().parents[2] / "museg" / "config"
 GROUPS = ["model", "stage", "reward", "data", "rollout", "benchmark", "launcher", "experiment"]
 
 

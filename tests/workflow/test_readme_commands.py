@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 READMES = (REPO / "README.md", REPO / "launch" / "README.md")
 
 #: (regex on the command, kind, reason). First match wins.
@@ -41,7 +41,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     (r"^python -m pytest\b", "suite", "the test suite itself"),
     (r"^ruff check\b", "suite", "the linter (CI)"),
     (r"^python tests/perf/", "suite", "benchmarks (tests/perf, run by hand)"),
-    (r"^kill -USR2\b", "signal", "signals a running job (tests/test_launch_submitit.py)"),
+    (r"^kill -USR2\b", "signal", "signals a running job (tests/launch/test_launch_submitit.py)"),
     (r"^launch/demo_ablation\.sh\b.*launcher\.dry_run=true", "script", "a launch script's dry run"),
     (r"^launch/compare_sweep\.sh\b", "compare_script", "compare on a missing sweep: one line"),
 )
@@ -120,7 +120,7 @@ def test_readmes_have_commands():
 def test_every_command_has_a_rule():
     unknown = [f"{where}: {cmd}" for where, cmd in COMMANDS if rule_for(cmd) is None]
     assert not unknown, ("README commands of an unknown kind (add a rule to RULES in "
-                         f"tests/test_readme_commands.py): {unknown}")
+                         f"tests/workflow/test_readme_commands.py): {unknown}")
 
 
 def test_safe_argv():

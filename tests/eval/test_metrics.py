@@ -201,19 +201,11 @@ def test_metrics_never_raise_on_odd_truth(gt, out):
 
 @pytest.mark.parametrize("name,kind", [("charades_sta", "tvg"), ("thumos14", "tal"),
                                        ("thumos15", "tal")])
-def test_real_benchmarks_perfect_answers(name, kind):
+def test_real_benchmarks_perfect_answers(name, kind, shared_data):
     """The real evaluation ground truths given back as answers score 1 (0 when shifted away)."""
     import json
-    import os
-    from pathlib import Path
 
-    env = os.environ.get("MUSEG_SHARED_DATA")
-    roots = ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared" / "data"
-                                            / "museg"]
-    path = next((r / "eval" / f"{name}.json" for r in roots if (r / "eval" / f"{name}.json").is_file()),
-                None)
-    if path is None:
-        pytest.skip("real MUSEG evaluation annotations not found (set MUSEG_SHARED_DATA)")
+    path = shared_data / "eval" / f"{name}.json"
     gts = [e["groundtruth"] for e in json.loads(path.read_text())]
     perfect = [ans(" ".join(f"{s}-{e}" for s, e in g)) for g in gts]
     m = grounding_metrics(gts, perfect, kind)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers_repo import shared_data_dir
 
 from museg.data.annotation_files import resolve_video_path
 from museg.data.annotation_records import AnnotationFileNotFoundError
@@ -21,14 +22,7 @@ from museg.data.annotations import (
     load_train_jsonl,
 )
 
-
-def shared_data() -> Path | None:
-    env = os.environ.get("MUSEG_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "museg"
-    return p if p.is_dir() else None
-
-
-SHARED = shared_data()
+SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
     SHARED is None, reason="real MUSEG annotations not found (../shared/data/museg or $MUSEG_SHARED_DATA)"
 )

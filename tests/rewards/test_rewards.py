@@ -385,26 +385,14 @@ def test_reward_functions_from_the_composed_phases():
 
 
 # ------------------------------------------------------------------------- real annotations
-def _shared_data():
-    import os
-    from pathlib import Path
-
-    env = os.environ.get("MUSEG_SHARED_DATA")
-    for cand in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared"
-                                                / "data" / "museg"]:
-        if (cand / "train" / "stage_1.jsonl").is_file():
-            return cand
-    pytest.skip("real MUSEG annotations not found (set MUSEG_SHARED_DATA)")
-
-
 @pytest.mark.parametrize("stage", [1, 2])
-def test_real_training_solutions_as_answers(stage):
+def test_real_training_solutions_as_answers(stage, shared_data):
     """Every real stage-1/2 ground truth, answered perfectly: format 1, r_L 1 and r_G ~1 where the
     truth is valid and disjoint; the 7 degenerate/reversed truths still score without raising."""
     import json
 
     rows = [json.loads(line) for line in
-            (_shared_data() / "train" / f"stage_{stage}.jsonl").read_text().splitlines() if line]
+            (shared_data / "train" / f"stage_{stage}.jsonl").read_text().splitlines() if line]
     texts, sols = [], []
     for r in rows:
         segs = [(float(s), float(e)) for s, e in r["solution"]]

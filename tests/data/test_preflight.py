@@ -22,12 +22,6 @@ if not all(hasattr(video, n) for n in ("decode_video", "plan_frames", "video_spe
 from museg.data.preflight import MANIFEST, preflight  # noqa: E402
 
 
-def shared_data() -> Path | None:
-    env = os.environ.get("MUSEG_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "museg"
-    return p if (p / "train" / "stage_1.jsonl").is_file() else None
-
-
 def make_cfg(run_dir: Path, train_file: Path, video_root: Path, **over) -> DictConfig:
     """The composed ``task=preflight model=tiny data=synthetic`` config pointed at these files,
     decoding in-process (``video.decode_timeout_s=null``), the first bad record failing; ``over``
@@ -151,10 +145,8 @@ def test_limit_and_eval_target_on_synthetic_config(tmp_path):
     assert (s["videos"], s["ok"]) == (2, 2)
 
 
-def test_real_stage1_with_mostly_missing_videos(tmp_path):
-    shared = shared_data()
-    if shared is None:
-        pytest.skip("real MUSEG annotations not found (../shared/data/museg or $MUSEG_SHARED_DATA)")
+def test_real_stage1_with_mostly_missing_videos(tmp_path, shared_data):
+    shared = shared_data
     records = [json.loads(x) for x in (shared / "train" / "stage_1.jsonl").open().readlines()[:2]]
     root = tmp_path / "videos"  # the training paths carry 'videos/'; the root is that folder
     for r in records:

@@ -4,8 +4,8 @@ one completions table and one summary with world size 2.
 
 The numerical equivalence of a 2-rank step and a 1-process step on the same batch (positions,
 rewards, advantages, loss, KL, weights) is tested by the trainer's own
-tests/test_trainer.py::test_two_process_group_split_matches_single_process; the local launcher's
-rank environment by tests/test_launch_job.py::test_local_launcher_two_gloo_processes.
+tests/rl/test_trainer.py::test_two_process_group_split_matches_single_process; the local launcher's
+rank environment by tests/launch/test_launch_job.py::test_local_launcher_two_gloo_processes.
 """
 
 from __future__ import annotations

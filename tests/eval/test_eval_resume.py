@@ -23,7 +23,7 @@ from museg.eval.predictions import (
     repair_predictions,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_writer_appends_durable_lines(tmp_path):

@@ -1,4 +1,4 @@
-"""launcher=slurm end to end on a fake single-machine SLURM (tests/helpers_launch_slurm.py): Hydra's
+"""launcher=slurm end to end on a fake single-machine SLURM (tests/helpers/helpers_launch_slurm.py): Hydra's
 submitit plugin submits a 2-job reward-weight sweep as one job array through `sbatch`; each job runs
 2 tasks under `srun` (SLURM_PROCID -> RANK, world size 2, gloo); job 0 gets the pre-timeout
 signal mid-training, checkpoints, is requeued with `scontrol requeue` and resumes to the final

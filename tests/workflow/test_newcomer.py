@@ -23,7 +23,7 @@ from museg.model.checkpoint_info import (
     read_checkpoint_info,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _museg(args: list[str], tmp_path: Path, timeout: int = 120) -> subprocess.CompletedProcess:

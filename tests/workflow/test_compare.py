@@ -20,7 +20,7 @@ from museg.compare_runs import find_runs, flat_config
 from museg.compare_stats import CompareProblem, group_variants, seed_difference
 from museg.eval.metrics import paired_gain
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------ synthetic runs

@@ -113,10 +113,10 @@ def test_suite_reads_conf_benchmark_group(tmp_path):
 
     node = benchmark_node("thumos14")
     assert node.kind == "tal" and node.benchmark == "thumos14"
-    cfg = OmegaConf.create({"run_dir": str(tmp_path),
-                            "paths": {"data_root": "/data", "video_root": "/data/videos"},
-                            "eval": {"benchmark": "all", "kind": "suite", "annotation": None,
-                                     "batch_size": 7, "suite": ["thumos14", "et_bench_subset"]}})
+    cfg = compose_config(["task=eval", "benchmark=all", "paths.data_root=/data",
+                          "paths.video_root=/data/videos", "eval.batch_size=7",
+                          "eval.suite=[thumos14,et_bench_subset]"])
+    cfg.run_dir = str(tmp_path)
     try:
         subs = dict(suite_configs(cfg))
     except Exception as e:  # resolvers come from museg.config.naming
