@@ -124,8 +124,10 @@ def train_fingerprint(cfg: Any, model_path: str | None = None) -> dict[str, Any]
     """Flat fingerprint of a training run (see module docstring). ``model_path``: the resolved
     initial weights (``init_from``'s ``final/`` or the model directory), if known."""
     tree = _container(cfg)
-    fp = {k: v for k, v in flatten(tree).items() if not _excluded(k, BOOKKEEPING)}
     data = tree.get("data") or {}
+    # the generator's parameters shape the data only when the data is generated
+    skip = BOOKKEEPING if data.get("train_file") == "generated" else (*BOOKKEEPING, "data.synthetic")
+    fp = {k: v for k, v in flatten(tree).items() if not _excluded(k, skip)}
     for k, v in file_identity(data.get("train_file")).items():
         fp[f"data.file.{k}"] = v
     model = tree.get("model") or {}
@@ -146,14 +148,17 @@ def _jsonable(v: Any) -> Any:
 
 
 def fingerprint_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    """Keys whose values differ (or exist on one side only); [] when ``old`` is None.
+    """Keys whose values differ (or exist on one side only); [] when ``old`` is None. An empty
+    section on one side only sets nothing (runs from before ``data.synthetic`` was typed
+    recorded it as ``{}`` on real data, where it is now left out), so it is no difference.
 
-    >>> fingerprint_diff({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 0})
+    >>> fingerprint_diff({"a": 1, "b": 2, "s": {}}, {"a": 1, "b": 3, "c": 0})
     ['b', 'c']
     """
     if not old:
         return []
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                  and not (k not in new and old[k] == {}) and not (k not in old and new[k] == {}))
 
 
 def check_resume_identity(old: Mapping[str, Any] | None, new: Mapping[str, Any], resume: Any,

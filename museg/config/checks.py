@@ -146,6 +146,13 @@ def _other_values(c: _Problems) -> None:
     c.at_least("launcher.nproc_per_node", 1, "use 1 or the GPUs per node")
     c.at_least("launcher.nodes", 1, "use 1 or more")
     c.at_least("launcher.gpus_per_node", 0, "use 0 or more")
+    stage_lists = {"demo.stages": _sel(c.cfg, "demo.stages")} | {
+        f"demo.variants.{name}.stages": _sel(c.cfg, f"demo.variants.{name}.stages")
+        for name in (_sel(c.cfg, "demo.variants") or {})}
+    for key, stages in stage_lists.items():
+        if stages is not None and (not len(stages) or any(s not in (1, 2) for s in stages)):
+            c.bad(key, f"{list(stages)} is not a non-empty list of RL stages 1 and 2",
+                  "use [1, 2] (both), [1] or [2]")
     target = _sel(c.cfg, "preflight.target")
     if target is not None and target not in ("train", "eval"):
         c.bad("preflight.target", f"{target!r} is not train or eval",

@@ -47,6 +47,7 @@ _CHOICES = {
     "rollout.backend": ("hf", "vllm"),
     "eval.backend": ("hf", "vllm"),
     "wandb.mode": ("online", "offline", "disabled"),
+    "launcher.dist_backend": ("auto", "gloo", "nccl"),
 }
 
 

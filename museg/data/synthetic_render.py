@@ -190,7 +190,10 @@ def encode_frames(
             stream.options = {"qscale": "2"}
             stream.thread_count = 1
         for i, arr in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            # convert here on one thread: the same bytes as the encoder's own conversion, without
+            # its automatic slice threads (a suspect in rare run-to-run byte differences)
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format=pix_fmt,
+                                                                            threads=1)
             frame.pts = i if pts is None else pts[i]
             if time_base is not None:
                 frame.time_base = time_base

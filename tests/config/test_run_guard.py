@@ -53,6 +53,7 @@ BAD_VALUES = [
     ("experiment_name=../escape", "experiment_name"), ("experiment_name=a/b", "experiment_name"),
     ("experiment_name=" + "x" * 300, "experiment_name"),
     ("model.lora.enabled=true model.lora.target_modules=[]", "model.lora.target_modules"),
+    ("launcher.dist_backend=", "launcher.dist_backend"), ("demo.stages=[]", "demo.stages"),
 ]
 
 

@@ -17,9 +17,10 @@ from helpers_rl import oracle_mix_rollout, tiny_train_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from museg.config import compose_config
 from museg.data.sources import materialize_synthetic
 from museg.data.video import FailureBudgetExceeded, FailurePolicy, VideoUnreadableError
-from museg.fingerprint import RunIdentityError, model_identity
+from museg.fingerprint import RunIdentityError, fingerprint_diff, model_identity, train_fingerprint
 from museg.integrity import DiskFullError, verify_checkpoint, write_manifest
 from museg.rl import checkpoint as ckpt
 from museg.rl.trainer import train
@@ -172,3 +173,17 @@ def test_final_model_identity_is_its_content_so_a_resave_keeps_it(tmp_path):
     (final / "model.safetensors").write_bytes(b"weights-2")  # retrained: same size, new content
     write_manifest(final, {"kind": "final"})
     assert model_identity(final) != first
+
+
+def test_generator_parameters_count_only_for_generated_data(tmp_path):
+    """Real-data runs carry no data.synthetic keys, so a run fingerprinted before the section was
+    typed (it recorded ``data.synthetic: {}``) resumes; generated data keeps every parameter."""
+    real = train_fingerprint(compose_config(["task=train", "model=tiny",
+                                             f"paths.data_root={tmp_path}"]))
+    assert not any(k.startswith("data.synthetic") for k in real)
+    assert fingerprint_diff({**real, "data.synthetic": {}}, real) == []
+    assert fingerprint_diff({**real, "data.synthetic": {"seed": 1}}, real) == ["data.synthetic"]
+    generated = train_fingerprint(tiny_train_cfg(tmp_path))
+    assert generated["data.synthetic.n_train_videos"] == 6
+    changed = tiny_train_cfg(tmp_path, data__synthetic__seed=5)
+    assert fingerprint_diff(generated, train_fingerprint(changed)) == ["data.synthetic.seed"]
