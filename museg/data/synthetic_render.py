@@ -170,6 +170,10 @@ def encode_frames(
     synthetic data's, libx264 crf 16 / mpeg4 qscale 2, one thread). ``pts``: each frame's
     timestamp in ``time_base`` units (None: the frame index in ``1 / fps``), e.g. a variable frame
     rate. ``container_options``: muxer options, e.g. ``{"movflags": "faststart"}``.
+
+    Determinism: the same frames nearly always give the same bytes, but on a busy machine about one
+    libx264 video in a thousand has a frame coded differently (decoded pixels then differ by a few
+    levels in a few frames); compare decoded pixels with a small tolerance, not file bytes.
     """
     h, w = size
     if pix_fmt == "yuv420p" and (h % 2 or w % 2):
@@ -190,8 +194,7 @@ def encode_frames(
             stream.options = {"qscale": "2"}
             stream.thread_count = 1
         for i, arr in enumerate(frames):
-            # convert here on one thread: the same bytes as the encoder's own conversion, without
-            # its automatic slice threads (a suspect in rare run-to-run byte differences)
+            # converted here, on one thread: the same pixels as the encoder's own conversion
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format=pix_fmt,
                                                                             threads=1)
             frame.pts = i if pts is None else pts[i]

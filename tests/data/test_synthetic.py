@@ -93,12 +93,24 @@ def test_deterministic_for_a_seed(data, tmp_path):
     again = generate_synthetic(tmp_path / "b", seed=3, **SMALL)
     for name in ("train_file", "heldout_file", "heldout_eval_file"):
         assert getattr(again, name).read_bytes() == getattr(data, name).read_bytes()
-    for video in ("syn_train_0000.mp4", "syn_heldout_0002.mp4"):
-        # the same bytes (one-thread encoder), then the same decoded pixels
-        assert (again.video_root / video).read_bytes() == (data.video_root / video).read_bytes()
-        assert np.array_equal(decode_rgb(again.video_root / video), decode_rgb(data.video_root / video))
     other = generate_synthetic(tmp_path / "c", seed=4, **SMALL)
     assert other.train_file.read_bytes() != data.train_file.read_bytes()
+    for video in ("syn_train_0000.mp4", "syn_heldout_0002.mp4"):
+        first, second = decode_rgb(data.video_root / video), decode_rgb(again.video_root / video)
+        assert first.shape == second.shape
+        # The same rendered frames; x264 nearly always codes them to the same bytes, but on a busy
+        # machine about one video in a thousand has one frame coded differently (cause inside the
+        # encoder, not found), and a few frames after it then differ by a few levels (seen: max 10,
+        # mean 0.003). So the pixels are compared with a tolerance far below what a seed changes.
+        assert pixel_difference(first, second) < 0.05
+        different = decode_rgb(other.video_root / video)
+        assert pixel_difference(first, different) > 2.0
+
+
+def pixel_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference over the frames both videos have."""
+    n = min(len(a), len(b))
+    return float(np.abs(a[:n].astype(np.int16) - b[:n]).mean())
 
 
 def test_heldout_disjoint_and_loaders_accept(data):
