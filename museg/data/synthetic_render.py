@@ -172,7 +172,7 @@ def encode_frames(
     rate. ``container_options``: muxer options, e.g. ``{"movflags": "faststart"}``.
 
     Determinism: the same frames nearly always give the same bytes, but on a busy machine about one
-    libx264 video in a thousand has a frame coded differently (decoded pixels then differ by a few
+    libx264 video in a few thousand has a frame coded differently (decoded pixels then differ by a few
     levels in a few frames); compare decoded pixels with a small tolerance, not file bytes.
     """
     h, w = size

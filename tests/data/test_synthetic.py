@@ -99,7 +99,7 @@ def test_deterministic_for_a_seed(data, tmp_path):
         first, second = decode_rgb(data.video_root / video), decode_rgb(again.video_root / video)
         assert first.shape == second.shape
         # The same rendered frames; x264 nearly always codes them to the same bytes, but on a busy
-        # machine about one video in a thousand has one frame coded differently (cause inside the
+        # machine about one video in a few thousand has one frame coded differently (cause inside the
         # encoder, not found), and a few frames after it then differ by a few levels (seen: max 10,
         # mean 0.003). So the pixels are compared with a tolerance far below what a seed changes.
         assert pixel_difference(first, second) < 0.05
